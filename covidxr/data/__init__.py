@@ -1,0 +1,1 @@
+"""Data side: find, split, decode, augment and load chest X-rays; synthetic phantoms."""

@@ -1,0 +1,218 @@
+"""The ``LightningDataModule`` for the COVID-19 Radiography Database and its synthetic stand-in.
+
+Batch size under DDP: ``batch_size`` is per process. With ``trainer.devices=N`` (times
+``num_nodes``) every optimizer step sees ``N * batch_size`` images (times
+``accumulate_grad_batches``); Lightning shards each split across processes with a
+``DistributedSampler``, and wraps the optional weighted sampler in a distributed one, so each
+process draws its own part of the weighted stream. Scale the learning rate yourself if you change
+the effective batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from covidxr.data.decode import read_gray
+from covidxr.data.index import KNOWN_CLASSES, DatasetIndex, Sample, build_index
+from covidxr.data.synthetic import ensure_phantoms
+from covidxr.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NormalizeToRGB,
+    build_transform,
+)
+
+log = logging.getLogger(__name__)
+
+
+class XRayDataset(Dataset):
+    """Decoded, transformed images of one split: ``(image [1,H,W] uint8, label)``."""
+
+    def __init__(self, root: Path, samples: Sequence[Sample], transform: A.Compose) -> None:
+        self.root, self.samples, self.transform = root, list(samples), transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        image = read_gray(self.root / sample.path)
+        return self.transform(image=image)["image"], sample.label
+
+
+class RadiographyDataModule(LightningDataModule):
+    """Index, split and load the database; see the module docstring for batch size under DDP.
+
+    Args:
+        root: the dataset folder, or a folder above it (where the Kaggle archive was unpacked).
+        classes: 2 to 4 of COVID, Normal, Lung_Opacity, Viral Pneumonia; list order = label index.
+        image_size: side of the square network input.
+        split_fractions: train, val, test fractions of each class.
+        seed: orders subsets and splits; the same seed gives the same split on any machine.
+        split_file: a ``split.csv`` to reuse exactly instead of splitting.
+        limit_per_class: a deterministic subset of at most this many images per class.
+        balance: subsample every class to the size of the smallest, as the reference study did.
+        skip_corrupt: decode every image while indexing and drop (and log) unreadable ones.
+        weighted_sampler: draw training batches with equal expected counts per class.
+        mean, std: input normalisation, normally the chosen backbone's; applied to whole batches
+            on the device by ``on_after_batch_transfer`` (loaders yield uint8 grey batches).
+        train_augmentations: albumentations transforms applied to training images after resizing.
+        output_dir: where ``split.csv`` is written (the run directory); None writes nothing.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        classes: Sequence[str] = ("COVID", "Normal"),
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 42,
+        split_file: str | os.PathLike | None = None,
+        limit_per_class: int | None = None,
+        balance: bool = False,
+        skip_corrupt: bool = False,
+        weighted_sampler: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        train_augmentations: Sequence[A.BasicTransform] = (),
+        output_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["train_augmentations", "output_dir"])
+        self.root = Path(root)
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.train_augmentations = list(train_augmentations)
+        self.normalize = NormalizeToRGB(mean, std)
+        self.index: DatasetIndex | None = None
+        self.datasets: dict[str, XRayDataset] = {}
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.index.classes if self.index else tuple(self.hparams.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.hparams.classes)
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training images per class, e.g. for loss weights; available after ``setup()``."""
+        return self._require_index().class_counts("train")
+
+    def class_weights(self) -> torch.Tensor:
+        """Inverse-frequency weights (mean 1) for ``CrossEntropyLoss(weight=...)``."""
+        counts = torch.tensor(self.class_counts, dtype=torch.float32)
+        return counts.sum() / (len(counts) * counts.clamp(min=1))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is None:
+            hp = self.hparams
+            self.index = build_index(
+                self.root,
+                hp.classes,
+                limit_per_class=hp.limit_per_class,
+                balance=hp.balance,
+                split_fractions=hp.split_fractions,
+                seed=hp.seed,
+                split_file=hp.split_file,
+                skip_corrupt=hp.skip_corrupt,
+            )
+            if self.output_dir is not None:
+                path = self.index.write_split_csv(self.output_dir / "split.csv")
+                log.info("Wrote the split to %s", path)
+        eval_transform = self._transform(())
+        for split in ("train", "val", "test"):
+            transform = self._transform(self.train_augmentations) if split == "train" else None
+            self.datasets[split] = XRayDataset(
+                self.index.root, self.index.splits[split], transform or eval_transform
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset("train")
+        sampler = None
+        if self.hparams.weighted_sampler:
+            weights = self.class_weights()[[s.label for s in dataset.samples]]
+            generator = torch.Generator().manual_seed(self.hparams.seed)
+            sampler = WeightedRandomSampler(weights, len(dataset), generator=generator)
+        return self._loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Turn the uint8 grey batch into the backbone's normalised 3-channel input, on device."""
+        images, labels = batch
+        return self.normalize.to(images.device)(images), labels
+
+    def _transform(self, augmentations: Sequence[A.BasicTransform]) -> A.Compose:
+        return build_transform(self.hparams.image_size, augmentations)
+
+    def _require_index(self) -> DatasetIndex:
+        if self.index is None:
+            raise RuntimeError("Call setup() on the data module before asking for its data.")
+        return self.index
+
+    def _dataset(self, split: str) -> XRayDataset:
+        self._require_index()
+        dataset = self.datasets[split]
+        if len(dataset) == 0:
+            raise ValueError(
+                f"The {split} split of {self.index.root} is empty: add images, raise "
+                "data.limit_per_class, or give it a larger fraction in data.split_fractions."
+            )
+        return dataset
+
+    def _loader(self, dataset: XRayDataset, shuffle: bool = False, **kwargs) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            **kwargs,
+        )
+
+
+class SyntheticDataModule(RadiographyDataModule):
+    """The same data module over synthetic phantoms, generated into ``root`` on first use.
+
+    All four classes are generated, so any ``classes`` selection reads the same cached folder.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        per_class: int = 100,
+        phantom_size: int = 224,
+        phantom_seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(root, **kwargs)  # records per_class etc. in hparams too
+
+    def prepare_data(self) -> None:
+        hp = self.hparams
+        ensure_phantoms(self.root, hp.per_class, KNOWN_CLASSES, hp.phantom_size, hp.phantom_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # idempotent; covers use outside a Trainer and every DDP rank's view
+        super().setup(stage)

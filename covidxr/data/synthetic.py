@@ -1,0 +1,259 @@
+"""Synthetic chest X-ray phantoms: the offline stand-in for the real database.
+
+Each phantom is drawn from a seeded generator: body outline, two lung fields, ribs, spine, heart,
+vessel markings, noise, and per-image variation of anatomy, pose and exposure. The classes differ
+the way the radiology literature describes them, and only faintly in some images, so a model has
+something real to learn without the task being trivial:
+
+* COVID: bilateral, peripheral, lower-zone ground-glass opacities;
+* Lung_Opacity: one or two dense, focal consolidations, often on one side;
+* Viral Pneumonia: bilateral perihilar interstitial (streaky, reticular) markings;
+* Normal: none of these.
+
+The files are written in the database's current layout (``<Class>/images/<Class>-N.png``), so every
+code path that reads the real data reads these too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from covidxr.data.index import KNOWN_CLASSES, resolve_classes
+
+MANIFEST = "phantoms.json"
+
+
+class _Canvas:
+    """Float image with helpers for soft shapes; coordinates are fractions of the side."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.image = np.zeros((size, size), np.float32)
+        grid = (np.arange(size, dtype=np.float32) + 0.5) / size
+        self.x, self.y = np.meshgrid(grid, grid)
+
+    def ellipse_mask(self, cx: float, cy: float, rx: float, ry: float, soft: float) -> np.ndarray:
+        d = np.sqrt(((self.x - cx) / rx) ** 2 + ((self.y - cy) / ry) ** 2)
+        return np.clip((1.0 - d) / soft, 0.0, 1.0)
+
+    def blob(self, cx: float, cy: float, sigma: float) -> np.ndarray:
+        return np.exp(-((self.x - cx) ** 2 + (self.y - cy) ** 2) / (2 * sigma**2))
+
+    def px(self, v: float) -> int:
+        return round(v * self.size)
+
+
+def _lungs(c: _Canvas, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Draw body, lungs, heart, spine and ribs; return both lung masks and the anatomy used."""
+    a = {
+        "cy": 0.45 + rng.normal(0, 0.02),
+        "gap": 0.065 + rng.normal(0, 0.008),
+        "rx": 0.19 * rng.uniform(0.9, 1.08),
+        "ry": 0.33 * rng.uniform(0.9, 1.08),
+    }
+    body = c.ellipse_mask(0.5, 0.62, 0.6 * rng.uniform(0.9, 1.05), 0.72, 0.1)
+    c.image += 0.5 * body + 0.05
+    right = c.ellipse_mask(0.5 - a["gap"] - a["rx"], a["cy"], a["rx"], a["ry"], 0.15)
+    left = c.ellipse_mask(0.5 + a["gap"] + a["rx"], a["cy"], a["rx"], a["ry"], 0.15)
+    c.image -= 0.3 * (right + left)
+    mediastinum = np.clip(1 - np.abs(c.x - 0.5) / 0.07, 0, 1) ** 0.5
+    c.image += 0.12 * mediastinum
+    heart = c.ellipse_mask(0.55 + rng.normal(0, 0.015), a["cy"] + 0.2, 0.17, 0.13, 0.5)
+    c.image += 0.22 * heart * rng.uniform(0.8, 1.2)
+    ribs = np.zeros_like(c.image)
+    thickness = max(1, c.px(0.012))
+    for side in (-1, 1):
+        cx = 0.5 + side * (a["gap"] + a["rx"])
+        for k in range(9):
+            y = a["cy"] - a["ry"] + 0.03 + k * 0.062 + rng.normal(0, 0.004)
+            center = (c.px(cx - side * 0.05), c.px(y - 0.06))
+            axes = (c.px(a["rx"] * 1.15), c.px(0.09))
+            angle = 15 if side > 0 else 165
+            cv2.ellipse(ribs, center, axes, angle, 190, 350, 1.0, thickness, cv2.LINE_AA)
+    ribs = cv2.GaussianBlur(ribs, (0, 0), max(0.6, c.size / 300))
+    c.image += 0.09 * ribs * np.clip(right + left + body * 0.3, 0, 1)
+    return right, left, a
+
+
+def _vessels(c: _Canvas, rng: np.random.Generator, a: dict, n: int, strength: float) -> None:
+    """Branching markings from each hilum towards the lung periphery."""
+    lines = np.zeros_like(c.image)
+    for side in (-1, 1):
+        hx, hy = 0.5 + side * (a["gap"] + 0.03), a["cy"] + 0.02
+        for _ in range(n):
+            ang = rng.uniform(-1.2, 1.2) + (0 if side > 0 else math.pi)
+            length = rng.uniform(0.06, 0.16)
+            end = (hx + length * math.cos(ang), hy + length * math.sin(ang) * 1.3)
+            cv2.line(lines, (c.px(hx), c.px(hy)), (c.px(end[0]), c.px(end[1])), 1.0, 1, cv2.LINE_AA)
+    c.image += strength * cv2.GaussianBlur(lines, (0, 0), max(0.5, c.size / 400))
+
+
+def _covid(c: _Canvas, rng: np.random.Generator, lungs: tuple, a: dict, strength: float) -> None:
+    for side, mask in zip((-1, 1), lungs, strict=True):
+        for _ in range(rng.integers(2, 5)):
+            x = 0.5 + side * (a["gap"] + a["rx"] * rng.uniform(1.3, 1.85))
+            y = a["cy"] + a["ry"] * rng.uniform(0.1, 0.75)
+            c.image += (
+                strength * rng.uniform(0.6, 1.0) * c.blob(x, y, rng.uniform(0.035, 0.07)) * mask
+            )
+
+
+def _lung_opacity(c: _Canvas, rng: np.random.Generator, lungs: tuple, a: dict, strength: float):
+    sides = [int(rng.integers(0, 2))] if rng.random() < 0.7 else [0, 1]
+    for i in sides:
+        side = (-1, 1)[i]
+        x = 0.5 + side * (a["gap"] + a["rx"] * rng.uniform(0.6, 1.5))
+        y = a["cy"] + a["ry"] * rng.uniform(-0.6, 0.5)
+        blob = np.clip(c.blob(x, y, rng.uniform(0.03, 0.05)) * 1.6, 0, 1)
+        c.image += 1.8 * strength * blob * lungs[i]
+
+
+def _viral(c: _Canvas, rng: np.random.Generator, lungs: tuple, a: dict, strength: float) -> None:
+    streaks = np.zeros_like(c.image)
+    for _ in range(60):
+        side = rng.choice((-1, 1))
+        x = 0.5 + side * (a["gap"] + a["rx"] * abs(rng.normal(0.5, 0.35)))
+        y = a["cy"] + rng.normal(0.0, a["ry"] * 0.45)
+        ang, ln = rng.uniform(0, math.pi), rng.uniform(0.015, 0.04)
+        p0 = (c.px(x - ln * math.cos(ang)), c.px(y - ln * math.sin(ang)))
+        p1 = (c.px(x + ln * math.cos(ang)), c.px(y + ln * math.sin(ang)))
+        cv2.line(streaks, p0, p1, 1.0, 1, cv2.LINE_AA)
+    streaks = cv2.GaussianBlur(streaks, (0, 0), max(0.5, c.size / 350))
+    haze = c.blob(0.5 - a["gap"] - 0.06, a["cy"], 0.09) + c.blob(
+        0.5 + a["gap"] + 0.06, a["cy"], 0.09
+    )
+    c.image += strength * (0.9 * streaks + 0.5 * haze) * (lungs[0] + lungs[1])
+
+
+_PATTERNS = {"COVID": _covid, "Lung_Opacity": _lung_opacity, "Viral Pneumonia": _viral}
+
+
+def render_phantom(class_name: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Render one phantom of ``class_name`` as an HxW uint8 image."""
+    c = _Canvas(size)
+    right, left, anatomy = _lungs(c, rng)
+    _vessels(c, rng, anatomy, n=int(rng.integers(4, 9)), strength=0.05)
+    pattern = _PATTERNS.get(class_name)
+    if pattern is not None:
+        pattern(c, rng, (right, left), anatomy, strength=float(rng.uniform(0.05, 0.16)))
+    image = c.image
+    angle, shift = rng.normal(0, 3), rng.normal(0, 0.02, size=2) * size
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, rng.uniform(0.95, 1.08))
+    m[:, 2] += shift
+    image = cv2.warpAffine(image, m, (size, size), borderMode=cv2.BORDER_REPLICATE)
+    gamma = rng.uniform(0.8, 1.25)
+    image = np.clip(image, 0, 1) ** gamma * rng.uniform(0.85, 1.1) + rng.uniform(-0.04, 0.06)
+    image += rng.normal(0, rng.uniform(0.01, 0.03), image.shape).astype(np.float32)
+    image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.0) * size / 224)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _write_one(args: tuple[Path, str, int, int, int, int]) -> None:
+    out, name, class_index, index, size, seed = args
+    rng = np.random.default_rng([seed, class_index, index])
+    path = out / name / "images" / f"{name}-{index + 1}.png"
+    if not cv2.imwrite(str(path), render_phantom(name, size, rng)):
+        raise OSError(f"could not write {path}")
+
+
+def generate_phantoms(
+    out: str | os.PathLike,
+    per_class: int = 100,
+    classes: Sequence[str] = ("COVID", "Normal"),
+    size: int = 224,
+    seed: int = 0,
+    workers: int | None = None,
+) -> Path:
+    """Write ``per_class`` phantoms per class under ``out`` in the current Kaggle layout.
+
+    Each image has its own generator seeded by (seed, class, index), so a file's content does not
+    depend on how many images or classes are generated beside it.
+    """
+    out = Path(out)
+    names = resolve_classes(classes)
+    jobs = []
+    for name in names:
+        (out / name / "images").mkdir(parents=True, exist_ok=True)
+        jobs += [(out, name, KNOWN_CLASSES.index(name), i, size, seed) for i in range(per_class)]
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(_write_one, jobs))
+    manifest = {"per_class": per_class, "classes": list(names), "size": size, "seed": seed}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def ensure_phantoms(
+    out: str | os.PathLike,
+    per_class: int = 100,
+    classes: Sequence[str] = ("COVID", "Normal"),
+    size: int = 224,
+    seed: int = 0,
+) -> Path:
+    """Generate phantoms unless ``out`` already holds exactly this set (cached across runs)."""
+    out = Path(out)
+    wanted = {"per_class": per_class, "classes": list(resolve_classes(classes)), "size": size}
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        found = json.loads(manifest.read_text())
+        if {k: found.get(k) for k in wanted} == wanted and found.get("seed") == seed:
+            return out
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(
+                f"{out} holds phantoms made with {found}, not {wanted | {'seed': seed}}. "
+                "Delete the folder or choose another data.root."
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out} is not empty and has no {MANIFEST}: refusing to write phantoms over it. "
+            "Choose an empty folder for the synthetic data."
+        )
+    # Write beside the target and rename, so an interrupted run never leaves half a dataset.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        generate_phantoms(staging, per_class, classes, size, seed)
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="covidxr-synth",
+        description="Write synthetic chest X-ray phantoms in the database's current layout.",
+    )
+    parser.add_argument("out", type=Path, help="output folder (created)")
+    parser.add_argument("--per-class", type=int, default=100, help="images per class (100)")
+    parser.add_argument(
+        "--classes", nargs="+", default=["COVID", "Normal"], help=f"from {list(KNOWN_CLASSES)}"
+    )
+    parser.add_argument("--size", type=int, default=224, help="side in pixels (224)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    args = parser.parse_args(argv)
+    if args.per_class < 1 or args.size < 32:
+        parser.error("--per-class must be >= 1 and --size >= 32")
+    try:
+        generate_phantoms(args.out, args.per_class, args.classes, args.size, args.seed)
+    except ValueError as exc:
+        parser.error(str(exc))
+    total = args.per_class * len(args.classes)
+    print(f"Wrote {total} phantoms ({', '.join(args.classes)}) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""``covidxr-synth``, ``covidxr-data`` and ``covidxr-bench data`` as a user calls them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_png
+
+from covidxr import bench
+from covidxr.data import cli as data_cli
+from covidxr.data import synthetic
+from covidxr.data.decode import read_gray
+from covidxr.data.index import find_layout
+
+
+def digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.png")):
+        h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def test_synth_writes_the_current_layout_deterministically(tmp_path: Path, capsys) -> None:
+    args = ["--per-class", "3", "--classes", "COVID", "Normal", "Lung_Opacity", "--size", "48"]
+    assert synthetic.main([str(tmp_path / "a"), *args, "--seed", "1"]) == 0
+    assert "Wrote 9 phantoms" in capsys.readouterr().out
+    synthetic.main([str(tmp_path / "b"), *args, "--seed", "1"])
+    synthetic.main([str(tmp_path / "c"), *args, "--seed", "2"])
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+    layout = find_layout(tmp_path / "a")
+    assert layout.layout == "current"
+    assert layout.counts() == {"COVID": 3, "Lung_Opacity": 3, "Normal": 3}
+    assert read_gray(tmp_path / "a" / "COVID" / "images" / "COVID-3.png").shape == (48, 48)
+
+
+def test_synth_rejects_unknown_class(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        synthetic.main([str(tmp_path), "--classes", "COVID", "Cats"])
+
+
+def test_phantom_classes_differ_in_the_lungs(phantoms: Path) -> None:
+    """COVID phantoms carry extra lower-zone density over Normal ones, on average."""
+
+    def lower_lungs(name: str) -> float:
+        images = [read_gray(p) for p in sorted((phantoms / name / "images").glob("*.png"))]
+        return float(
+            np.mean([img[32:52, 6:26].mean() + img[32:52, 38:58].mean() for img in images])
+        )
+
+    assert lower_lungs("COVID") > lower_lungs("Normal")
+
+
+def test_data_summary_prints_layout_and_counts(phantoms: Path, capsys) -> None:
+    assert data_cli.main(["summary", str(phantoms.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "current" in out and "COVID/images" in out and "Viral Pneumonia" in out
+    assert "96" in out  # total
+
+
+def test_data_verify_lists_unreadable_files(tmp_path: Path, capsys) -> None:
+    for i in range(3):
+        write_png(tmp_path / "COVID" / f"COVID-{i}.png", i)
+        write_png(tmp_path / "Normal" / f"Normal-{i}.png", i)
+    assert data_cli.main(["verify", str(tmp_path)]) == 0
+    assert "6 of 6 images decode" in capsys.readouterr().out
+    (tmp_path / "Normal" / "Normal-1.png").write_bytes(b"")
+    (tmp_path / "COVID" / "COVID-2.png").write_text("text")
+    assert data_cli.main(["verify", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "Normal-1.png" in out and "empty" in out and "COVID-2.png" in out
+    assert "4 of 6 images decode" in out
+
+
+def test_data_cli_missing_root_exits_2(tmp_path: Path, capsys) -> None:
+    assert data_cli.main(["summary", str(tmp_path / "missing")]) == 2
+    assert f"{tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+
+
+def test_bench_data_prints_every_row(phantoms: Path, capsys) -> None:
+    bench.main(["data", "--root", str(phantoms), "--images", "40", "--image-size", "32"])
+    out = capsys.readouterr().out
+    for row in ("covidxr loader", "default aug", "CPU normalise", "ImageFolder + PIL", "ratio"):
+        assert row in out
