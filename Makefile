@@ -11,6 +11,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
+SMOKE_DIR ?= logs/smoke/latest
 .PHONY: help install test test-full lint format demo smoke train bench clean distclean
 
 help: ## list the targets
@@ -43,8 +44,21 @@ format: install ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+demo: install ## fine-tune on synthetic phantoms (made once into data/), test, print metrics
+	$(BIN)/covidxr-train experiment=demo
+
+train: install ## covidxr-train with the defaults (add ARGS="key=value ...")
+	$(BIN)/covidxr-train $(ARGS)
+
+smoke: install ## CI smoke run: tiny training, test, then covidxr-eval must reproduce the test numbers
+	rm -rf $(SMOKE_DIR)
+	$(BIN)/covidxr-train experiment=smoke hydra.run.dir=$(SMOKE_DIR)
+	$(BIN)/covidxr-eval ckpt_path=$(SMOKE_DIR)/checkpoints/best.ckpt strict=true \
+		hydra.run.dir=$(SMOKE_DIR)/eval
+
 bench: install ## throughput benchmarks (figures, no assertions)
 	$(BIN)/covidxr-bench data
+	$(BIN)/covidxr-bench train
 
 clean: ## remove caches and build files (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

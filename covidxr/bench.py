@@ -2,23 +2,28 @@
 
 ``covidxr-bench data`` measures images/s of the input pipeline (decode + augment + collate) beside
 a torchvision ``ImageFolder`` + PIL baseline reading the same files, with 0 and 2 workers.
+``covidxr-bench train`` measures training images/s through the Lightning Trainer beside a plain
+PyTorch loop on the same model, batches and threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from lightning import Callback
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from covidxr.config import load_augmentations
-from covidxr.data.datamodule import XRayDataset
+from covidxr.data.datamodule import RadiographyDataModule, XRayDataset
 from covidxr.data.index import Sample, find_layout
 from covidxr.data.synthetic import generate_phantoms
 from covidxr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, NormalizeToRGB, build_transform
@@ -117,6 +122,89 @@ def bench_data(root: Path | None, images: int, image_size: int, batch_size: int)
         )
 
 
+class _StepTimer(Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.end = time.perf_counter()
+
+
+def _trainer_rate(batches: list, warmup: int) -> float:
+    from lightning import Trainer
+
+    from covidxr.models.module import XRayClassifier
+
+    model = XRayClassifier(optimizer=functools.partial(torch.optim.Adam, lr=1e-4))
+    timer = _StepTimer(warmup)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
+    images = sum(x.shape[0] for x, _ in batches[warmup:])
+    return images / (timer.end - timer.start)
+
+
+def _plain_rate(batches: list, warmup: int) -> float:
+    from covidxr.models.module import XRayClassifier
+
+    model = XRayClassifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+    start = 0.0
+    for i, (images, labels) in enumerate(batches):
+        if i == warmup:
+            start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+    images = sum(x.shape[0] for x, _ in batches[warmup:])
+    return images / (time.perf_counter() - start)
+
+
+def bench_train(image_size: int, batch_size: int, steps: int, rounds: int, warmup: int = 3) -> None:
+    """Training images/s: a Trainer with covidxr's module against a plain PyTorch loop.
+
+    Both see the same preloaded, normalised batches, the same model and thread count, so the
+    ratio is the framework's overhead (hooks, metrics, logging), not data loading.
+    """
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_phantoms(Path(tmp) / "p", per_class=batch_size * steps // 2 + 1, size=64)
+        dm = RadiographyDataModule(root, image_size=image_size, batch_size=batch_size)
+        dm.setup()
+        loader = DataLoader(dm.datasets["train"], batch_size=batch_size, drop_last=True)
+        batches = list(itertools.islice(loader, steps + warmup))
+        batches = [dm.on_after_batch_transfer(batch, 0) for batch in batches]
+    plain, lightning = [], []
+    for _ in range(rounds):  # interleaved, best of each: the fairest figure on a shared machine
+        plain.append(_plain_rate(batches, warmup))
+        lightning.append(_trainer_rate(batches, warmup))
+    table = Table(title=f"Training, {image_size} px, batch {batch_size}, {steps} timed steps")
+    table.add_column("images/s")
+    table.add_column("best", justify="right")
+    table.add_column("all rounds", justify="right")
+    for name, rates in (("plain PyTorch loop", plain), ("Lightning Trainer (covidxr)", lightning)):
+        table.add_row(name, f"{max(rates):.2f}", ", ".join(f"{r:.2f}" for r in rates))
+    table.add_row("ratio Trainer / plain", f"{max(lightning) / max(plain):.3f}", "", style="bold")
+    console.print(table)
+    console.print(f"torch threads: {torch.get_num_threads()}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="covidxr-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,8 +213,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_data.add_argument("--images", type=int, default=1024, help="images to read (1024)")
     p_data.add_argument("--image-size", type=int, default=224)
     p_data.add_argument("--batch-size", type=int, default=32)
+    p_train = sub.add_parser("train", help="Trainer images/s against a plain PyTorch loop")
+    p_train.add_argument("--image-size", type=int, default=64)
+    p_train.add_argument("--batch-size", type=int, default=16)
+    p_train.add_argument("--steps", type=int, default=12, help="timed steps per round (12)")
+    p_train.add_argument("--rounds", type=int, default=2, help="interleaved rounds (2)")
     args = parser.parse_args(argv)
-    bench_data(args.root, args.images, args.image_size, args.batch_size)
+    if args.command == "data":
+        bench_data(args.root, args.images, args.image_size, args.batch_size)
+    else:
+        bench_train(args.image_size, args.batch_size, args.steps, args.rounds)
     return 0
 
 

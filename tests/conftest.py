@@ -12,9 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
+import covidxr.config  # noqa: F401  (registers the ${uid:} resolver)
 from covidxr.data.synthetic import generate_phantoms
-from covidxr.paths import DEFAULT_REAL_DATA, real_data_dir
+from covidxr.paths import CONF_DIR, DEFAULT_REAL_DATA, real_data_dir
 
 
 def write_png(path: Path, value: int = 128, size: int = 32, **kwargs) -> Path:
@@ -44,3 +49,27 @@ def real_data() -> Path:
             "of the database in its current Kaggle layout to run this test)"
         )
     return root
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` as the Hydra app would, for a run in ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(output_dir)
+        cfg.hydra.job.num = 0
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``paths.data_dir`` for the session, so synthetic phantoms are generated once."""
+    return tmp_path_factory.mktemp("data")

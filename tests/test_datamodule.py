@@ -153,8 +153,8 @@ def test_synthetic_module_generates_once_and_protects_other_folders(tmp_path: Pa
     first = (root / "COVID" / "images" / "COVID-1.png").stat().st_mtime_ns
     SyntheticDataModule(root, per_class=6, phantom_size=40, image_size=32).setup()
     assert (root / "COVID" / "images" / "COVID-1.png").stat().st_mtime_ns == first
-    with pytest.raises(FileExistsError, match="Delete the folder"):
-        SyntheticDataModule(root, per_class=7, phantom_size=40).setup()
+    SyntheticDataModule(root, per_class=7, phantom_size=40).setup()  # other settings: replaced
+    assert len(list((root / "Normal" / "images").glob("*.png"))) == 7
     other = tmp_path / "mine"
     (other / "notes.txt").parent.mkdir()
     (other / "notes.txt").write_text("keep me")

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import albumentations as A
 import torch
+import torch.distributed as dist
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 
+from covidxr.config import to_builtin
 from covidxr.data.decode import read_gray
 from covidxr.data.index import KNOWN_CLASSES, DatasetIndex, Sample, build_index
 from covidxr.data.synthetic import ensure_phantoms
@@ -46,6 +48,26 @@ class XRayDataset(Dataset):
         sample = self.samples[index]
         image = read_gray(self.root / sample.path)
         return self.transform(image=image)["image"], sample.label
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Every sample exactly once across processes, without the padding ``DistributedSampler`` adds.
+
+    Shards may differ by one sample; torchmetrics gathers uneven shards, so val/test metrics under
+    DDP equal single-process ones. Lightning leaves a ``DistributedSampler`` it finds in place.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+        self.indices = list(range(self.rank, len(dataset), self.num_replicas))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class RadiographyDataModule(LightningDataModule):
@@ -91,6 +113,7 @@ class RadiographyDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["train_augmentations", "output_dir"])
+        self.hparams.update(to_builtin(dict(self.hparams)))  # checkpoints: weights_only loads
         self.root = Path(root)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.train_augmentations = list(train_augmentations)
@@ -149,13 +172,18 @@ class RadiographyDataModule(LightningDataModule):
         return self._loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val"))
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test"))
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test"))
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split)
+        sampler = UnpaddedDistributedSampler(dataset) if _distributed() else None
+        return self._loader(dataset, sampler=sampler)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Turn the uint8 grey batch into the backbone's normalised 3-channel input, on device."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import shutil
@@ -31,7 +32,10 @@ import numpy as np
 
 from covidxr.data.index import KNOWN_CLASSES, resolve_classes
 
+log = logging.getLogger(__name__)
 MANIFEST = "phantoms.json"
+#: Bumped whenever the drawing changes, so cached phantoms of an older generator are not reused.
+GENERATOR_VERSION = 2
 
 
 class _Canvas:
@@ -146,7 +150,7 @@ def render_phantom(class_name: str, size: int, rng: np.random.Generator) -> np.n
     _vessels(c, rng, anatomy, n=int(rng.integers(4, 9)), strength=0.05)
     pattern = _PATTERNS.get(class_name)
     if pattern is not None:
-        pattern(c, rng, (right, left), anatomy, strength=float(rng.uniform(0.05, 0.16)))
+        pattern(c, rng, (right, left), anatomy, strength=float(rng.uniform(0.07, 0.2)))
     image = c.image
     angle, shift = rng.normal(0, 3), rng.normal(0, 0.02, size=2) * size
     m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, rng.uniform(0.95, 1.08))
@@ -188,7 +192,13 @@ def generate_phantoms(
         jobs += [(out, name, KNOWN_CLASSES.index(name), i, size, seed) for i in range(per_class)]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(_write_one, jobs))
-    manifest = {"per_class": per_class, "classes": list(names), "size": size, "seed": seed}
+    manifest = {
+        "generator": GENERATOR_VERSION,
+        "per_class": per_class,
+        "classes": list(names),
+        "size": size,
+        "seed": seed,
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -200,34 +210,42 @@ def ensure_phantoms(
     size: int = 224,
     seed: int = 0,
 ) -> Path:
-    """Generate phantoms unless ``out`` already holds exactly this set (cached across runs)."""
+    """Generate phantoms unless ``out`` already holds exactly this set (a cache across runs).
+
+    A folder of phantoms made with other settings (or an older generator) is replaced; a
+    non-empty folder without our manifest is someone's data and is never touched.
+    """
     out = Path(out)
-    wanted = {"per_class": per_class, "classes": list(resolve_classes(classes)), "size": size}
+    wanted = {
+        "generator": GENERATOR_VERSION,
+        "per_class": per_class,
+        "classes": list(resolve_classes(classes)),
+        "size": size,
+        "seed": seed,
+    }
     manifest = out / MANIFEST
     if manifest.is_file():
         found = json.loads(manifest.read_text())
-        if {k: found.get(k) for k in wanted} == wanted and found.get("seed") == seed:
+        if {k: found.get(k) for k in wanted} == wanted:
             return out
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(
-                f"{out} holds phantoms made with {found}, not {wanted | {'seed': seed}}. "
-                "Delete the folder or choose another data.root."
-            )
+        log.warning("Regenerating phantoms in %s: it holds %s, not %s", out, found, wanted)
     elif out.exists() and any(out.iterdir()):
         raise FileExistsError(
             f"{out} is not empty and has no {MANIFEST}: refusing to write phantoms over it. "
             "Choose an empty folder for the synthetic data."
         )
-    # Write beside the target and rename, so an interrupted run never leaves half a dataset.
+    # Write beside the target and swap, so an interrupted run never leaves half a dataset.
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new.", dir=out.parent))
+    retired = out.parent / f".{out.name}.old.{os.getpid()}"
     try:
         generate_phantoms(staging, per_class, classes, size, seed)
         if out.exists():
-            out.rmdir()
+            out.rename(retired)
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
     return out
 
 

@@ -1,0 +1,105 @@
+"""``covidxr-eval``: test a checkpoint on the test split its training run recorded.
+
+    covidxr-eval ckpt_path=logs/train/runs/<run>/checkpoints/best.ckpt
+    covidxr-eval ckpt_path=... data.root=/new/place/of/the/dataset split_file=other_split.csv
+
+The data settings (classes, image size, normalisation, dataset) come from the checkpoint, so the
+numbers equal the training run's test numbers; ``metrics.json`` lands in this eval's run folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from covidxr import config as _config  # noqa: F401  (registers the ${uid:} resolver)
+from covidxr.evaluation import test_and_report
+from covidxr.models.backbone import load_checkpoint_file
+from covidxr.models.module import XRayClassifier
+from covidxr.paths import CONF_DIR
+from covidxr.reporting import METRICS_FILE
+from covidxr.runner import output_dir, task_wrapper
+
+log = logging.getLogger(__name__)
+DEFAULT_DATAMODULE = "covidxr.data.datamodule.RadiographyDataModule"
+
+
+def run_split_file(ckpt_path: Path) -> Path:
+    """``<run>/split.csv`` for ``<run>/checkpoints/x.ckpt``, or a clear error."""
+    split = ckpt_path.resolve().parent.parent / "split.csv"
+    if not split.is_file():
+        raise FileNotFoundError(
+            f"No split.csv found for {ckpt_path} (looked at {split}). "
+            "Pass split_file=<the training run's split.csv>."
+        )
+    return split
+
+
+def datamodule_from_checkpoint(
+    checkpoint: dict, ckpt_path: Path, cfg: DictConfig
+) -> L.LightningDataModule:
+    """Rebuild the training run's data module for testing, with ``cfg.data`` overrides."""
+    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    if not hparams:
+        raise ValueError(f"{ckpt_path} records no data settings: was it written by covidxr-train?")
+    module_name, _, class_name = checkpoint.get("datamodule_class", DEFAULT_DATAMODULE).rpartition(
+        "."
+    )
+    datamodule_class = getattr(importlib.import_module(module_name), class_name)
+    hparams.update({k: v for k, v in cfg.data.items() if v is not None})
+    hparams["split_file"] = str(cfg.split_file or run_split_file(ckpt_path))
+    return datamodule_class(**hparams, output_dir=output_dir())
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    ckpt_path = Path(cfg.ckpt_path)
+    L.seed_everything(cfg.seed, workers=True)
+    checkpoint = load_checkpoint_file(ckpt_path)
+    datamodule = datamodule_from_checkpoint(checkpoint, ckpt_path, cfg)
+    model = XRayClassifier.load_from_checkpoint(
+        ckpt_path, map_location=torch.device("cpu"), pretrained=False, compile=False
+    )
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[])
+    metrics = test_and_report(trainer, model, datamodule, None, output_dir())
+    compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
+    return metrics
+
+
+def compare_with_training_run(metrics: dict[str, float], ckpt_path: Path, strict: bool) -> None:
+    """Say whether the test numbers equal those the training run recorded (``strict``: raise)."""
+    recorded_path = ckpt_path.resolve().parent.parent / METRICS_FILE
+    if not recorded_path.is_file():
+        return
+    recorded = json.loads(recorded_path.read_text())
+    keys = sorted(k for k in recorded if k.startswith("test/") and k in metrics)
+    differ = [
+        k for k in keys if not math.isclose(recorded[k], metrics[k], rel_tol=1e-5, abs_tol=1e-6)
+    ]
+    if not differ:
+        log.info("Test metrics equal the training run's (%s).", recorded_path)
+        return
+    message = "; ".join(f"{k}: run {recorded[k]:.6f}, now {metrics[k]:.6f}" for k in differ)
+    if strict:
+        raise RuntimeError(f"Test metrics differ from {recorded_path}: {message}")
+    log.warning(
+        "Test metrics differ from %s (other data or checkpoint?): %s", recorded_path, message
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Model side: the ResNet50 backbone, classification heads, metrics and the LightningModule."""

@@ -1,0 +1,203 @@
+"""The ``LightningModule``: a ResNet50 trunk, a head, cross-entropy, and per-stage metrics."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from covidxr.config import to_builtin
+from covidxr.data.index import normalize_class_name
+from covidxr.models.backbone import NUM_FEATURES, build_backbone
+from covidxr.models.heads import build_head
+from covidxr.models.metrics import build_metrics, metric_inputs, positive_index
+
+log = logging.getLogger(__name__)
+# Epoch metrics are torchmetrics values, already reduced over all processes when computed:
+# Lightning's advice to add sync_dist=True does not apply to them.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting")
+STAGES = ("train", "val", "test")
+
+
+class XRayClassifier(LightningModule):
+    """ResNet50 fine-tuning for 2 to 4 chest X-ray classes.
+
+    Args:
+        class_names: label order of the data module (``data.classes``).
+        backbone: the backbone config (key, path, mean, std, ...): where the trunk's weights come
+            from. ``pretrained=False`` skips loading them (the checkpoint overwrites them anyway).
+        head: ``linear`` (dropout + linear) or ``paper`` (the study's MLP).
+        dropout: dropout before the linear head.
+        class_weights: None, ``"auto"`` (inverse class frequency of the training split), or a
+            list of one weight per class, for the cross-entropy loss.
+        label_smoothing: cross-entropy label smoothing.
+        positive_class: the positive class of binary metrics (COVID).
+        channels_last: NHWC memory format, faster with mixed precision on tensor cores.
+        compile: ``torch.compile`` the trunk in place; state_dict keys (and so checkpoints) stay
+            those of the uncompiled model.
+        optimizer: a partial taking ``params`` (Hydra ``_partial_: true``).
+        scheduler: ``{"scheduler": partial taking optimizer, "interval": ..., "monitor": ...}``.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str] = ("COVID", "Normal"),
+        backbone: Mapping[str, Any] | None = None,
+        head: str = "linear",
+        dropout: float = 0.0,
+        class_weights: str | Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+        positive_class: str = "COVID",
+        channels_last: bool = False,
+        compile: bool = False,
+        pretrained: bool = True,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        class_names = [normalize_class_name(str(c)) for c in class_names]
+        backbone = to_builtin(backbone) or {"key": "random"}
+        self.save_hyperparameters(
+            {
+                "class_names": class_names,
+                "backbone": backbone,
+                "head": head,
+                "dropout": dropout,
+                "class_weights": to_builtin(class_weights),
+                "label_smoothing": label_smoothing,
+                "positive_class": positive_class,
+                "channels_last": channels_last,
+                "compile": compile,
+            }
+        )
+        self.optimizer_factory, self.scheduler_config = optimizer, scheduler
+        self.backbone = build_backbone(**(backbone if pretrained else {"key": "random"}))
+        self.head = build_head(head, NUM_FEATURES, len(class_names), dropout)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        if compile:
+            self.backbone.compile()
+        self.positive = positive_index(class_names, positive_class)
+        self.register_buffer("loss_weight", None, persistent=False)
+        # Keyed "<stage>_": a ModuleDict key "train" would clash with nn.Module.train().
+        self.metrics = nn.ModuleDict({f"{s}_": build_metrics(class_names) for s in STAGES})
+        self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        n = len(class_names)
+        self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in STAGES[1:]})
+        self.val_acc_best = MaxMetric()
+        #: the last epoch's confusion matrices (rows: true class), for reports and loggers.
+        self.confusion_matrices: dict[str, torch.Tensor] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams.class_names)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(images))
+
+    def setup(self, stage: str) -> None:
+        weights = self.hparams.class_weights
+        if weights == "auto":
+            weights = self.trainer.datamodule.class_weights().tolist()
+            log.info("Class weights from training-split frequencies: %s", weights)
+        if weights is not None:
+            if len(weights) != len(self.class_names):
+                raise ValueError(
+                    f"model.class_weights has {len(weights)} values for "
+                    f"{len(self.class_names)} classes {self.class_names}."
+                )
+            self.loss_weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
+
+    def on_train_start(self) -> None:
+        # The sanity check's validation must not count as the best epoch.
+        self.val_acc_best.reset()
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, target = batch
+        logits = self(images)
+        loss = nn.functional.cross_entropy(
+            logits,
+            target,
+            weight=self.loss_weight,
+            label_smoothing=self.hparams.label_smoothing,
+        )
+        probs = logits.detach().float().softmax(dim=1)
+        key = f"{stage}_"
+        self.losses[key].update(loss.detach(), weight=target.numel())
+        self.metrics[key].update(*metric_inputs(probs, target, self.positive))
+        if key in self.confusion:
+            self.confusion[key].update(probs.argmax(dim=1), target)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("train/loss_step", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(images).float().softmax(dim=1)
+
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        key = f"{stage}_"
+        values = {f"{stage}/loss": self.losses[key].compute()}
+        values |= {f"{stage}/{k}": v for k, v in self.metrics[key].compute().items()}
+        self.log_dict(values, sync_dist=False)  # torchmetrics have synced across processes
+        self.losses[key].reset()
+        self.metrics[key].reset()
+        if key in self.confusion:
+            self.confusion_matrices[stage] = self.confusion[key].compute().cpu()
+            self.confusion[key].reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch("val")
+        self.val_acc_best.update(values["val/acc"])
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the data module's class, so covidxr-eval can rebuild the same data."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None:
+            kind = type(datamodule)
+            checkpoint["datamodule_class"] = f"{kind.__module__}.{kind.__qualname__}"
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.optimizer_factory is None:
+            raise ValueError("No optimizer configured: set model.optimizer (see conf/optimizer/).")
+        optimizer = self.optimizer_factory(params=self.trainable_parameters())
+        config = self.scheduler_config
+        if not config or config.get("scheduler") is None:
+            return {"optimizer": optimizer}
+        scheduler = {
+            "scheduler": config["scheduler"](optimizer=optimizer),
+            "interval": config.get("interval", "epoch"),
+            "frequency": config.get("frequency", 1),
+        }
+        if config.get("monitor"):
+            scheduler["monitor"] = config["monitor"]
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

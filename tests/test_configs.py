@@ -1,0 +1,104 @@
+"""Every option of every config group composes, and what it describes can be built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import pytest
+from conftest import compose_config
+from hydra.utils import instantiate
+from lightning import Trainer
+
+from covidxr.paths import CONF_DIR
+from covidxr.runner import instantiate_callbacks, instantiate_loggers
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_groups_have_the_documented_options() -> None:
+    assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu"]
+    assert options("optimizer") == ["adam", "adamw", "sgd"]
+    assert options("scheduler") == ["cosine", "none", "plateau"]
+    assert options("augment") == ["default", "none", "strong"]
+    assert set(options("experiment")) >= {"demo", "paper", "smoke"}
+    assert set(options("debug")) >= {"fdr", "overfit", "limit", "profiler"}
+    assert set(options("logger")) >= {"csv", "tensorboard"}
+
+
+@pytest.mark.parametrize("name", options("trainer"))
+def test_trainer_configs_instantiate(name: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config("train", [f"trainer={name}"], tmp_path, data_dir)
+    # GPU configs are built on the CPU here: every other argument is still checked.
+    overrides = {"accelerator": "cpu", "precision": "32-true"} if "gpu" in str(cfg.trainer) else {}
+    trainer = instantiate(cfg.trainer, **overrides)
+    assert isinstance(trainer, Trainer)
+    if name == "ddp_sim":
+        assert trainer.num_devices == 2
+
+
+@pytest.mark.parametrize("group", ["callbacks", "logger"])
+def test_callback_and_logger_configs_instantiate(
+    group: str, tmp_path: Path, data_dir: Path
+) -> None:
+    for name in options(group):
+        cfg = compose_config("train", [f"{group}={name}"], tmp_path, data_dir)
+        build = instantiate_callbacks if group == "callbacks" else instantiate_loggers
+        objects = build(cfg[group])
+        assert (len(objects) > 0) == (name != "none"), name
+
+
+@pytest.mark.parametrize(
+    ("group", "name"),
+    [(g, n) for g in ("optimizer", "scheduler", "augment", "backbone") for n in options(g)],
+)
+def test_model_side_options_build_a_model_that_configures_optimizers(
+    group: str, name: str, tmp_path: Path, data_dir: Path
+) -> None:
+    overrides = [f"{group}={name}"]
+    if (group, name) == ("backbone", "file"):
+        import torch
+        from torchvision.models import resnet50
+
+        weights = tmp_path / "resnet50.pth"
+        torch.save(resnet50().state_dict(), weights)
+        overrides.append(f"backbone.path={weights}")
+    cfg = compose_config("train", overrides, tmp_path, data_dir)
+    model = instantiate(cfg.model, _convert_="object")
+    model.trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False)
+    configured = model.configure_optimizers()
+    assert configured["optimizer"].param_groups
+    assert ("lr_scheduler" in configured) == (group == "scheduler" and name != "none")
+    if group == "augment":
+        augmentations = instantiate(cfg.data).train_augmentations
+        assert len(augmentations) == len(cfg.augment.train)
+        assert all(isinstance(t, A.BasicTransform | A.BaseCompose) for t in augmentations)
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data_configs_instantiate(name: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config("train", [f"data={name}"], tmp_path, data_dir)
+    datamodule = instantiate(cfg.data)
+    assert datamodule.hparams.image_size == 224
+    assert datamodule.hparams.mean == list(cfg.backbone.mean)
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiments_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config("train", [f"experiment={name}"], tmp_path, data_dir)
+    assert cfg.task_name == name or cfg.task_name
+
+
+@pytest.mark.parametrize("name", options("debug"))
+def test_debug_modes_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config("train", [f"debug={name}"], tmp_path, data_dir)
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.data.num_workers == 0
+
+
+def test_eval_config_composes(tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt"], tmp_path, data_dir)
+    assert cfg.ckpt_path == "x.ckpt"
+    assert cfg.trainer.logger is False

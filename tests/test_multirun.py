@@ -1,0 +1,111 @@
+"""covidxr-train as a user launches it: Hydra multiruns and DDP with two CPU processes.
+
+Each test here starts one ``python -m covidxr.train`` process (imports alone take ~10 s), so the
+scenarios are grouped: one sweep covers learning rates and a failing job together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def run_cli(args: list[str], data_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "COVIDXR_DATA_DIR": str(data_dir),
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "WANDB_MODE": "offline",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "covidxr.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def job_dirs(sweep: Path) -> dict[tuple[str, ...], Path]:
+    """Each job folder of a multirun, keyed by its overrides."""
+    jobs = {}
+    for folder in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+        jobs[tuple(sorted(overrides))] = folder
+    return jobs
+
+
+def test_sweep_over_learning_rates_survives_a_failing_job(tmp_path: Path, data_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "optimizer.lr=0.001,0.0001",
+            "model.head=linear,bogus",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        data_dir,
+        tmp_path,
+    )
+    assert result.returncode != 0, "Hydra reports the failed jobs in its exit code"
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 4
+    learning_rates = set()
+    for overrides, folder in jobs.items():
+        if "model.head=bogus" in overrides:
+            failed = json.loads((folder / "failed.json").read_text())
+            assert "Unknown head 'bogus'" in failed["error"]
+            assert not (folder / "metrics.json").exists()
+        else:
+            assert "test/acc" in json.loads((folder / "metrics.json").read_text())
+            config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+            learning_rates.add(config["optimizer"]["lr"])
+    assert learning_rates == {0.001, 0.0001}
+
+
+def test_ddp_with_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["experiment=smoke", "trainer=ddp_sim", f"hydra.run.dir={run_dir}"], data_dir, tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran in this folder
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/acc" in metrics
+    rows = (run_dir / "confusion_matrix_test.csv").read_text().splitlines()[1:]
+    counted = sum(int(x) for row in rows for x in row.split(",")[1:])
+    test_images = sum(
+        line.endswith(",test") for line in (run_dir / "split.csv").read_text().splitlines()
+    )
+    assert counted == test_images  # each test image once: no DistributedSampler padding
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun(tmp_path: Path, data_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "trainer=ddp_sim",
+            "optimizer.lr=0.001,0.0001",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        data_dir,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 2
+    for folder in jobs.values():
+        assert "test/acc" in json.loads((folder / "metrics.json").read_text())
+        assert (folder / "train_ddp_process_1.log").is_file()
+    assert not (sweep / "0" / "0").exists()  # children did not start sweeps of their own

@@ -1,0 +1,180 @@
+"""covidxr-train and covidxr-eval in-process: run folders, metrics, eval parity, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+from hydra.errors import ConfigCompositionException
+
+from covidxr.data.index import DatasetError
+from covidxr.eval import evaluate
+from covidxr.models.metrics import METRIC_NAMES
+from covidxr.train import train
+
+SMOKE = ["experiment=smoke"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """One epoch of the smoke experiment, shared by the tests that read its run folder."""
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    train(compose_config("train", SMOKE, run_dir, data_dir))
+    return run_dir
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_run_folder_holds_everything_the_design_promises(smoke_run: Path) -> None:
+    for name in (
+        "split.csv",
+        "metrics.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "confusion_matrix_test.csv",
+        "confusion_matrix_test.png",
+        "csv/metrics.csv",
+    ):
+        assert (smoke_run / name).is_file(), name
+    rows = (smoke_run / "confusion_matrix_test.csv").read_text().splitlines()
+    assert rows[0] == "true \\ predicted,COVID,Normal"
+    assert sum(int(x) for row in rows[1:] for x in row.split(",")[1:]) == 4  # the test split
+
+
+def test_metrics_json_has_every_stage_metric(smoke_run: Path) -> None:
+    metrics = read_metrics(smoke_run)
+    expected = {f"{stage}/{m}" for stage in ("train", "val", "test") for m in METRIC_NAMES}
+    assert expected | {"val/acc_best", "train/loss", "val/loss", "test/loss"} <= set(metrics)
+    assert all(0.0 <= metrics[f"test/{m}"] <= 1.0 for m in METRIC_NAMES)
+
+
+def test_checkpoints_load_with_weights_only(smoke_run: Path) -> None:
+    checkpoint = torch.load(smoke_run / "checkpoints/best.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["class_names"] == ["COVID", "Normal"]
+    assert checkpoint["datamodule_class"].endswith("SyntheticDataModule")
+
+
+def test_eval_reproduces_the_training_runs_test_metrics(
+    smoke_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    ckpt = smoke_run / "checkpoints" / "best.ckpt"
+    metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path, data_dir))
+    trained = read_metrics(smoke_run)
+    test_keys = [k for k in trained if k.startswith("test/")]
+    assert test_keys
+    assert {k: metrics[k] for k in test_keys} == pytest.approx({k: trained[k] for k in test_keys})
+    assert read_metrics(tmp_path) == metrics
+    assert (tmp_path / "split.csv").read_text() == (smoke_run / "split.csv").read_text()
+
+
+def test_eval_of_a_checkpoint_without_its_run_folder_says_what_to_pass(
+    smoke_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    lonely = tmp_path / "a" / "b" / "model.ckpt"
+    lonely.parent.mkdir(parents=True)
+    lonely.write_bytes((smoke_run / "checkpoints" / "best.ckpt").read_bytes())
+    cfg = compose_config("eval", [f"ckpt_path={lonely}"], tmp_path / "out", data_dir)
+    with pytest.raises(FileNotFoundError, match="split_file="):
+        evaluate(cfg)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={lonely}", f"split_file={smoke_run / 'split.csv'}"],
+        tmp_path / "out2",
+        data_dir,
+    )
+    assert "test/acc" in evaluate(cfg)
+
+
+def test_resume_from_last_checkpoint_continues_with_the_same_split(
+    smoke_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    last = smoke_run / "checkpoints" / "last.ckpt"
+    overrides = [*SMOKE, f"ckpt_path={last}", "trainer.max_epochs=2"]
+    train(compose_config("train", overrides, tmp_path, data_dir))
+    assert (tmp_path / "split.csv").read_text() == (smoke_run / "split.csv").read_text()
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1  # the second epoch (0-based) was trained, not the first again
+    first = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == 2 * first["global_step"]
+
+
+def test_fast_dev_run(tmp_path: Path, data_dir: Path) -> None:
+    metrics = train(compose_config("train", [*SMOKE, "debug=fdr"], tmp_path, data_dir))
+    assert "test/acc" in metrics
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "demo"])
+def test_experiments_under_fast_dev_run(experiment: str, tmp_path: Path, data_dir: Path) -> None:
+    overrides = [f"experiment={experiment}", "debug=fdr"]
+    assert "test/acc" in train(compose_config("train", overrides, tmp_path, data_dir))
+
+
+def test_paper_experiment_without_the_database_says_where_to_get_it(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    cfg = compose_config("train", ["experiment=paper", "debug=fdr"], tmp_path, data_dir)
+    with pytest.raises(DatasetError, match=r"kaggle\.com") as err:
+        train(cfg)
+    assert str(data_dir / "COVID-19_Radiography_Dataset") in str(err.value)
+    failed = json.loads((tmp_path / "failed.json").read_text())
+    assert "DatasetError" in failed["error"]
+
+
+@pytest.mark.slow
+def test_paper_experiment_on_the_real_database(
+    real_data: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    overrides = ["experiment=paper", "debug=fdr", f"data.root={real_data}", "data.num_workers=0"]
+    assert "test/acc" in train(compose_config("train", overrides, tmp_path, data_dir))
+
+
+def test_four_classes_report_per_class_metrics(tmp_path: Path, data_dir: Path) -> None:
+    classes = "data.classes=[COVID,Normal,Lung_Opacity,Viral Pneumonia]"
+    overrides = [*SMOKE, classes, "+trainer.limit_train_batches=1", "model.class_weights=auto"]
+    metrics = train(compose_config("train", overrides, tmp_path, data_dir))
+    for name in ("COVID", "Normal", "Lung_Opacity", "Viral Pneumonia"):
+        assert f"test/sensitivity/{name}" in metrics
+    assert "test/auroc" in metrics
+    header = (tmp_path / "confusion_matrix_test.csv").read_text().splitlines()[0]
+    assert header.endswith("Lung_Opacity,Viral Pneumonia")
+
+
+def test_mistyped_override_is_a_clear_hydra_error(tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(ConfigCompositionException, match="lrr"):
+        compose_config("train", ["optimizer.lrr=0.1"], tmp_path, data_dir)
+    with pytest.raises(ConfigCompositionException, match="optimizer"):
+        compose_config("train", ["optimizer=adamm"], tmp_path, data_dir)
+
+
+def test_optimized_metric_is_returned_to_sweepers(tmp_path: Path, data_dir: Path) -> None:
+    from covidxr import train as train_module
+
+    cfg = compose_config("train", [*SMOKE, "debug=fdr"], tmp_path, data_dir)
+    assert isinstance(train_module.main(cfg), float)  # hydra.main passes a given cfg through
+
+
+@pytest.mark.slow
+def test_training_on_real_xrays_beats_chance(
+    real_data: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """64 px, 300 real images, 5 epochs from random init: clearly better than a coin."""
+    overrides = [
+        "data=radiography",
+        f"data.root={real_data}",
+        "data.image_size=64",
+        "data.limit_per_class=150",
+        "data.batch_size=16",
+        "data.num_workers=2",
+        "trainer=cpu",
+        "trainer.max_epochs=5",
+        "scheduler=cosine",
+        "callbacks.rich_progress_bar=null",
+    ]
+    metrics = train(compose_config("train", overrides, tmp_path, data_dir))
+    assert metrics["test/acc"] >= 0.7, metrics
+    assert metrics["test/auroc"] >= 0.75, metrics
