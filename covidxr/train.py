@@ -54,10 +54,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     route_ddp_children_to_this_job()
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model, _convert_="object")
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    if cfg.get("finetune") and cfg.finetune.get("callback"):
+        callbacks.append(instantiate(cfg.finetune.callback))
     trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=instantiate_callbacks(cfg.get("callbacks")),
-        logger=instantiate_loggers(cfg.get("logger")),
+        cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.get("logger"))
     )
     log_hyperparameters(cfg, model, trainer)
     if cfg.get("train", True):

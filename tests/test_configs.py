@@ -23,6 +23,7 @@ def test_groups_have_the_documented_options() -> None:
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["cosine", "none", "plateau"]
     assert options("augment") == ["default", "none", "strong"]
+    assert options("finetune") == ["full", "gradual", "linear_probe", "paper"]
     assert set(options("experiment")) >= {"demo", "paper", "smoke"}
     assert set(options("debug")) >= {"fdr", "overfit", "limit", "profiler"}
     assert set(options("logger")) >= {"csv", "tensorboard"}
@@ -52,7 +53,11 @@ def test_callback_and_logger_configs_instantiate(
 
 @pytest.mark.parametrize(
     ("group", "name"),
-    [(g, n) for g in ("optimizer", "scheduler", "augment", "backbone") for n in options(g)],
+    [
+        *[(g, n) for g in ("optimizer", "scheduler", "augment", "finetune") for n in options(g)],
+        ("backbone", "random"),
+        ("backbone", "file"),  # the ten published weights: tests/test_weights.py
+    ],
 )
 def test_model_side_options_build_a_model_that_configures_optimizers(
     group: str, name: str, tmp_path: Path, data_dir: Path
@@ -68,6 +73,8 @@ def test_model_side_options_build_a_model_that_configures_optimizers(
     cfg = compose_config("train", overrides, tmp_path, data_dir)
     model = instantiate(cfg.model, _convert_="object")
     model.trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False)
+    if cfg.finetune.callback:
+        instantiate(cfg.finetune.callback).setup(model.trainer, model, "fit")
     configured = model.configure_optimizers()
     assert configured["optimizer"].param_groups
     assert ("lr_scheduler" in configured) == (group == "scheduler" and name != "none")

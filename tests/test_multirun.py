@@ -88,6 +88,40 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
     assert counted == test_images  # each test image once: no DistributedSampler padding
 
 
+def test_sweep_over_two_weight_files_and_two_finetuning_schemes(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    import torch
+    from torchvision.models import resnet50
+
+    files = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"resnet50-{seed}.pth")
+        torch.save(resnet50().state_dict(), files[-1])
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "trainer.max_epochs=2",
+            "backbone=file",
+            f"backbone.path={files[0]},{files[1]}",
+            "finetune=linear_probe,gradual",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        data_dir,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 4
+    for overrides, folder in jobs.items():
+        assert "test/acc" in json.loads((folder / "metrics.json").read_text()), overrides
+        log = next(folder.glob("*.log")).read_text()
+        assert "Loaded all 318 backbone tensors" in log
+
+
 @pytest.mark.slow
 def test_ddp_inside_a_multirun(tmp_path: Path, data_dir: Path) -> None:
     sweep = tmp_path / "sweep"

@@ -42,6 +42,7 @@ class XRayClassifier(LightningModule):
         channels_last: NHWC memory format, faster with mixed precision on tensor cores.
         compile: ``torch.compile`` the trunk in place; state_dict keys (and so checkpoints) stay
             those of the uncompiled model.
+        backbone_lr_multiplier: the backbone's learning rate relative to the head's.
         optimizer: a partial taking ``params`` (Hydra ``_partial_: true``).
         scheduler: ``{"scheduler": partial taking optimizer, "interval": ..., "monitor": ...}``.
     """
@@ -57,6 +58,7 @@ class XRayClassifier(LightningModule):
         positive_class: str = "COVID",
         channels_last: bool = False,
         compile: bool = False,
+        backbone_lr_multiplier: float = 1.0,
         pretrained: bool = True,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -75,6 +77,7 @@ class XRayClassifier(LightningModule):
                 "positive_class": positive_class,
                 "channels_last": channels_last,
                 "compile": compile,
+                "backbone_lr_multiplier": backbone_lr_multiplier,
             }
         )
         self.optimizer_factory, self.scheduler_config = optimizer, scheduler
@@ -183,13 +186,23 @@ class XRayClassifier(LightningModule):
             kind = type(datamodule)
             checkpoint["datamodule_class"] = f"{kind.__module__}.{kind.__qualname__}"
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters only: the head's, then the backbone's at its own rate."""
+        head = [p for p in self.head.parameters() if p.requires_grad]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        groups = [{"params": head, "name": "head"}]
+        if backbone:
+            group = {"params": backbone, "name": "backbone"}
+            multiplier = self.hparams.backbone_lr_multiplier
+            if multiplier != 1.0:
+                group["lr"] = self.optimizer_factory.keywords["lr"] * multiplier
+            groups.append(group)
+        return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:
             raise ValueError("No optimizer configured: set model.optimizer (see conf/optimizer/).")
-        optimizer = self.optimizer_factory(params=self.trainable_parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         config = self.scheduler_config
         if not config or config.get("scheduler") is None:
             return {"optimizer": optimizer}

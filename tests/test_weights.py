@@ -1,0 +1,331 @@
+"""The ten pretrained weights: exact publisher formats, refusals, and the download path."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from covidxr import weights_cli
+from covidxr.models import weights_store
+from covidxr.models.backbone import build_backbone, load_weights_file, resnet50_trunk
+from covidxr.models.weights import REGISTRY, WeightsError, get_spec
+from covidxr.paths import CONF_DIR
+
+
+@pytest.fixture(scope="module")
+def source_state() -> dict[str, torch.Tensor]:
+    """A random ResNet50 trunk whose BatchNorm statistics and counters are not the defaults."""
+    torch.manual_seed(0)
+    state = resnet50_trunk().state_dict()
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1234)
+        elif key.endswith(("running_mean", "running_var")):
+            state[key] = torch.rand_like(value) + 0.5
+    return state
+
+
+def publisher_checkpoint(key: str, trunk: dict[str, torch.Tensor]) -> object:
+    """``trunk`` saved the way each publisher saved theirs (PAPER.md, 'Checkpoint formats')."""
+    t = dict(trunk)
+    optimizer = {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}
+    if key == "imagenet":  # saved before BatchNorm counters existed
+        plain = {k: v for k, v in t.items() if not k.endswith("num_batches_tracked")}
+        return {**plain, "fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)}
+    if key in ("moco_v1", "moco_v2"):
+        if key == "moco_v1":
+            head = {"fc.weight": torch.randn(128, 2048), "fc.bias": torch.randn(128)}
+        else:
+            head = {
+                "fc.0.weight": torch.randn(2048, 2048),
+                "fc.0.bias": torch.randn(2048),
+                "fc.2.weight": torch.randn(128, 2048),
+                "fc.2.bias": torch.randn(128),
+            }
+        encoder = {**t, **head}
+        state = {f"module.encoder_q.{k}": v for k, v in encoder.items()}
+        state |= {f"module.encoder_k.{k}": v.clone() for k, v in encoder.items()}
+        state |= {"module.queue": torch.randn(128, 64), "module.queue_ptr": torch.zeros(1)}
+        return {"epoch": 200, "arch": "resnet50", "state_dict": state}
+    if key in ("inat2021_sup", "inat2021_sup_scratch"):
+        state = {**t, "fc.weight": torch.randn(10000, 2048), "fc.bias": torch.randn(10000)}
+        return {
+            "epoch": 90,
+            "arch": "resnet50",
+            "state_dict": state,
+            "best_acc1": torch.tensor(70.0),
+            "optimizer": optimizer,
+        }
+    if key == "inat2021_mini_swav_1k":
+        heads = {
+            "projection_head.0.weight": torch.randn(2048, 2048),
+            "projection_head.0.bias": torch.randn(2048),
+            "projection_head.1.weight": torch.randn(2048),
+            "projection_head.1.bias": torch.randn(2048),
+            "projection_head.1.running_mean": torch.randn(2048),
+            "projection_head.1.running_var": torch.rand(2048),
+            "projection_head.1.num_batches_tracked": torch.tensor(5),
+            "projection_head.3.weight": torch.randn(128, 2048),
+            "projection_head.3.bias": torch.randn(128),
+            "prototypes.weight": torch.randn(3000, 128),
+        }
+        state = {f"module.{k}": v for k, v in {**t, **heads}.items()}
+        return {"epoch": 1000, "state_dict": state, "optimizer": optimizer, "amp": {}}
+    # The four chest X-ray models: a Linear + Sigmoid multi-label head.
+    prefix = "module." if key == "chexpert" else ""
+    state = {**t, "fc.0.weight": torch.randn(14, 2048), "fc.0.bias": torch.randn(14)}
+    return {
+        "epoch": 30,
+        "lossMIN": 0.15,
+        "state_dict": {f"{prefix}{k}": v for k, v in state.items()},
+        "optimizer": optimizer,
+        "scheduler": {"last_epoch": 30},
+    }
+
+
+def test_the_registry_has_the_studys_ten_weights() -> None:
+    assert set(REGISTRY) == {
+        "imagenet",
+        "moco_v1",
+        "moco_v2",
+        "inat2021_sup",
+        "inat2021_sup_scratch",
+        "inat2021_mini_swav_1k",
+        "chestxray14",
+        "chexpert",
+        "imagenet_chestxray14",
+        "imagenet_chexpert",
+    }
+    for spec in REGISTRY.values():
+        assert spec.file_name and spec.citation and spec.paper_name
+        assert spec.downloadable != spec.key.startswith("inat2021")
+
+
+@pytest.mark.parametrize("key", [*REGISTRY, "random", "file"])
+def test_backbone_configs_match_the_registry(key: str) -> None:
+    import yaml
+
+    config = yaml.safe_load((CONF_DIR / "backbone" / f"{key}.yaml").read_text())
+    assert config["key"] == key
+    if key in REGISTRY:
+        assert tuple(config["mean"]) == REGISTRY[key].mean
+        assert tuple(config["std"]) == REGISTRY[key].std
+
+
+@pytest.mark.parametrize("key", list(REGISTRY))
+def test_publisher_format_loads_exactly(key: str, source_state, tmp_path: Path, capsys) -> None:
+    path = tmp_path / get_spec(key).file_name
+    torch.save(publisher_checkpoint(key, source_state), path)
+    assert weights_cli.main(["verify", key, "--file", str(path)]) == 0
+    assert "all 318 ResNet50 backbone tensors" in capsys.readouterr().out
+    trunk = build_backbone(key, path=path)
+    loaded = trunk.state_dict()
+    assert loaded.keys() == source_state.keys()
+    for name, tensor in source_state.items():
+        if key == "imagenet" and name.endswith("num_batches_tracked"):
+            assert int(loaded[name]) == 0  # absent from torchvision's file
+        else:
+            assert torch.equal(loaded[name], tensor), name
+
+
+def test_a_file_of_another_publisher_is_refused(source_state, tmp_path: Path) -> None:
+    path = tmp_path / "moco.pth.tar"
+    torch.save(publisher_checkpoint("moco_v2", source_state), path)
+    with pytest.raises(WeightsError, match="does not fit a ResNet50 trunk"):
+        load_weights_file(resnet50_trunk(), get_spec("inat2021_mini_swav_1k"), path)
+    with pytest.raises(WeightsError, match="expected a top-level 'state_dict'"):
+        load_weights_file(resnet50_trunk(), get_spec("moco_v1"), _save(tmp_path, source_state))
+
+
+def _save(folder: Path, obj: object, name: str = "plain.pth") -> Path:
+    torch.save(obj, folder / name)
+    return folder / name
+
+
+def test_resnet18_is_refused_with_the_keys_that_do_not_fit(tmp_path: Path, capsys) -> None:
+    path = _save(tmp_path, resnet18().state_dict(), "resnet18.pth")
+    assert weights_cli.main(["verify", "imagenet", "--file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "missing" in err and "another shape" in err and "resnet18.pth" in err
+
+
+def test_truncated_file_is_refused(source_state, tmp_path: Path) -> None:
+    path = _save(tmp_path, publisher_checkpoint("imagenet", source_state))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="truncated"):
+        build_backbone("imagenet", path=path)
+
+
+class _Payload:
+    """Unpickling this would create a file: the code a malicious checkpoint carries."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    path = _save(tmp_path, {"state_dict": {"x": torch.zeros(1)}, "evil": _Payload(marker)})
+    with pytest.raises(WeightsError, match="execute code"):
+        build_backbone("chestxray14", path=path)
+    assert not marker.exists()
+
+
+def test_manual_weights_explain_the_box_archive(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COVIDXR_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError) as err:
+        weights_store.fetch("inat2021_mini_swav_1k")
+    message = str(err.value)
+    assert "5.7 GB" in message and "covidxr-weights import inat2021_mini_swav_1k" in message
+    assert str(tmp_path / "inat2021_swav_mini_1000_ep.pth") in message
+
+
+# --- downloads, against a server on 127.0.0.1 started here ---------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    requests: ClassVar[list[str]] = []
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "served"
+    root.mkdir()
+    _QuietHandler.requests = []
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("COVIDXR_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("COVIDXR_DOWNLOAD_TIMEOUT", "2")
+    return folder
+
+
+def _serve_imagenet(server, source_state, monkeypatch, published_hash: str | None = None) -> Path:
+    base, root = server
+    spec = get_spec("imagenet")
+    path = _save(root, publisher_checkpoint("imagenet", source_state), spec.file_name)
+    digest = weights_store.file_digests(path)["sha256"]
+    spec = dataclasses.replace(
+        spec,
+        url=f"{base}/{spec.file_name}",
+        published_hash=published_hash or f"sha256:{digest[:8]}",
+    )
+    monkeypatch.setitem(REGISTRY, "imagenet", spec)
+    return path
+
+
+def test_download_checks_the_hash_caches_and_records(
+    server, cache, source_state, monkeypatch
+) -> None:
+    served = _serve_imagenet(server, source_state, monkeypatch)
+    path = weights_store.fetch("imagenet")
+    assert path == cache / "resnet50-0676ba61.pth"
+    assert path.read_bytes() == served.read_bytes()
+    lock = json.loads((cache / "weights.lock.json").read_text())
+    assert lock["imagenet"]["sha256"] == weights_store.file_digests(served)["sha256"]
+    assert weights_store.fetch("imagenet") == path  # cached: no second request
+    assert len(_QuietHandler.requests) == 1
+    trunk = build_backbone("imagenet")  # through the cache
+    assert torch.equal(trunk.state_dict()["conv1.weight"], source_state["conv1.weight"])
+    assert not list(cache.glob("*.part"))
+
+
+def test_download_reports_progress_in_chunks_with_the_total(server, source_state, tmp_path) -> None:
+    base, root = server
+    path = _save(root, {"w": torch.randn(600_000)}, "blob.pth")  # ~2.4 MB: several chunks
+    sizes, totals = [], set()
+    with (tmp_path / "out").open("wb") as dest:
+        weights_store._stream(
+            f"{base}/blob.pth", dest, lambda n, t: (sizes.append(n), totals.add(t))
+        )
+    assert sum(sizes) == path.stat().st_size and len(sizes) > 1
+    assert totals == {path.stat().st_size}
+
+
+def test_hash_mismatch_removes_the_download(server, cache, source_state, monkeypatch) -> None:
+    _serve_imagenet(server, source_state, monkeypatch, published_hash="sha256:0676ba61")
+    with pytest.raises(WeightsError, match="not the published imagenet file"):
+        weights_store.fetch("imagenet")
+    assert not (cache / "resnet50-0676ba61.pth").exists()
+    assert not list(cache.glob("*.part")) and not list(cache.glob(".*"))
+
+
+def test_a_cached_file_that_changed_is_refused(server, cache, source_state, monkeypatch) -> None:
+    _serve_imagenet(server, source_state, monkeypatch)
+    path = weights_store.fetch("imagenet")
+    with path.open("r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\0\1\2\3")
+    with pytest.raises(WeightsError, match="changed since it was recorded"):
+        build_backbone("imagenet")
+
+
+def test_import_copies_verifies_and_records(cache, source_state, tmp_path: Path, capsys) -> None:
+    spec = get_spec("inat2021_sup")
+    path = _save(tmp_path, publisher_checkpoint("inat2021_sup", source_state), spec.file_name)
+    assert weights_cli.main(["import", "inat2021_sup", str(path)]) == 0
+    assert (cache / spec.file_name).read_bytes() == path.read_bytes()
+    assert "inat2021_sup" in json.loads((cache / "weights.lock.json").read_text())
+    assert weights_cli.main(["verify", "inat2021_sup"]) == 0
+    assert weights_cli.main(["list"]) == 0
+    assert "yes" in capsys.readouterr().out
+    bad = _save(tmp_path, resnet18().state_dict(), "r18.pth")
+    assert weights_cli.main(["import", "inat2021_sup_scratch", str(bad)]) == 1
+    assert not (cache / get_spec("inat2021_sup_scratch").file_name).exists()
+
+
+def test_unreachable_url_fails_fast_with_the_manual_step(cache, monkeypatch, capsys) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    spec = dataclasses.replace(get_spec("moco_v2"), url=f"http://127.0.0.1:{port}/moco.pth.tar")
+    monkeypatch.setitem(REGISTRY, "moco_v2", spec)
+    start = time.monotonic()
+    assert weights_cli.main(["fetch", "moco_v2"]) == 1
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    for part in ("moco_v2", spec.url, str(cache / spec.file_name), "covidxr-weights import"):
+        assert part in err
+
+
+def test_a_server_that_never_answers_times_out(cache, monkeypatch) -> None:
+    with socket.socket() as silent:  # accepts connections (backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/x.pth"
+        monkeypatch.setitem(REGISTRY, "moco_v1", dataclasses.replace(get_spec("moco_v1"), url=url))
+        start = time.monotonic()
+        with pytest.raises(WeightsError, match="Could not download"):
+            weights_store.fetch("moco_v1")
+        assert time.monotonic() - start < 10  # COVIDXR_DOWNLOAD_TIMEOUT=2
