@@ -51,12 +51,33 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return instantiate_group(cfg, "logger")
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``: one column per setting in every logger."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out |= flatten(value, f"{prefix}{key}/")
+        return out
+    return {prefix.rstrip("/"): tree}
+
+
+def logger_callbacks(loggers: list[Logger]) -> list[Callback]:
+    """Callbacks that feed a logger what it can show beyond scalars (W&B: plots, tables)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        from covidxr.wandb_report import WandbTestReport
+
+        return [WandbTestReport()]
+    return []
+
+
 @rank_zero_only
 def log_hyperparameters(cfg: DictConfig, model: LightningModule, trainer: Trainer) -> None:
-    """Send the whole resolved config and parameter counts to every logger."""
+    """Send the whole resolved config, flattened, and parameter counts to every logger."""
     if not trainer.loggers:
         return
-    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams = flatten(OmegaConf.to_container(cfg, resolve=True))
     hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
     hparams["model/params/trainable"] = sum(
         p.numel() for p in model.parameters() if p.requires_grad

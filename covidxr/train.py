@@ -23,6 +23,7 @@ from covidxr.runner import (
     instantiate_callbacks,
     instantiate_loggers,
     log_hyperparameters,
+    logger_callbacks,
     output_dir,
     route_ddp_children_to_this_job,
     task_wrapper,
@@ -54,12 +55,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     route_ddp_children_to_this_job()
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model, _convert_="object")
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + logger_callbacks(loggers)
     if cfg.get("finetune") and cfg.finetune.get("callback"):
         callbacks.append(instantiate(cfg.finetune.callback))
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.get("logger"))
-    )
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     log_hyperparameters(cfg, model, trainer)
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

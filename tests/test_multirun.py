@@ -143,3 +143,20 @@ def test_ddp_inside_a_multirun(tmp_path: Path, data_dir: Path) -> None:
         assert "test/acc" in json.loads((folder / "metrics.json").read_text())
         assert (folder / "train_ddp_process_1.log").is_file()
     assert not (sweep / "0" / "0").exists()  # children did not start sweeps of their own
+
+
+@pytest.mark.slow
+def test_optuna_search(tmp_path: Path, data_dir: Path) -> None:
+    sweep = tmp_path / "optuna"
+    args = [
+        "hparams_search=optuna",
+        "experiment=smoke",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_cli(args, data_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert {"optimizer.lr", "model.dropout", "finetune"} <= set(results["best_params"])
+    assert 0.0 <= results["best_value"] <= 1.0

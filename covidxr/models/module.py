@@ -124,7 +124,7 @@ class XRayClassifier(LightningModule):
         # The sanity check's validation must not count as the best epoch.
         self.val_acc_best.reset()
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, outputs: bool = False):
         images, target = batch
         logits = self(images)
         loss = nn.functional.cross_entropy(
@@ -139,7 +139,7 @@ class XRayClassifier(LightningModule):
         self.metrics[key].update(*metric_inputs(probs, target, self.positive))
         if key in self.confusion:
             self.confusion[key].update(probs.argmax(dim=1), target)
-        return loss
+        return {"probs": probs, "target": target} if outputs else loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
@@ -149,8 +149,9 @@ class XRayClassifier(LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Returns the batch's probabilities and targets, for callbacks that report predictions."""
+        return self._step(batch, "test", outputs=True)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, list | tuple) else batch

@@ -1,0 +1,152 @@
+"""Comparing runs: a tiny multirun with every logger, the report, W&B offline runs, the notebook."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_multirun import job_dirs, run_cli
+from torchvision.models import resnet50
+
+from covidxr import report_cli
+from covidxr.config import run_group, wandb_offline
+from covidxr.reporting import REPORT_METRICS, find_jobs
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.ipynb"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """3 backbones x 2 seeds, one epoch, logger=many; the inat2021_sup jobs fail (wrong file)."""
+    tmp = tmp_path_factory.mktemp("compare")
+    weights = tmp / "resnet50.pth"
+    torch.save(resnet50().state_dict(), weights)
+    folder = tmp / "sweep"
+    result = run_cli(
+        [
+            "-m",
+            "experiment=smoke",
+            "logger=many",
+            "backbone=random,file,inat2021_sup",
+            f"backbone.path={weights}",
+            "seed=1,2",
+            f"hydra.sweep.dir={folder}",
+        ],
+        data_dir,
+        tmp,
+    )
+    assert result.returncode != 0  # two jobs failed, and Hydra says so
+    assert len(job_dirs(folder)) == 6, result.stderr[-3000:]
+    return folder
+
+
+def test_report_has_a_row_per_backbone_and_marks_the_failed_jobs(
+    sweep: Path, tmp_path: Path
+) -> None:
+    assert report_cli.main([str(sweep), "--output", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    by_backbone = {r["backbone"]: r for r in rows}
+    assert set(by_backbone) == {"random", "file:resnet50.pth", "inat2021_sup"}
+    for metric in REPORT_METRICS:
+        assert {f"{metric}_mean", f"{metric}_std"} <= set(rows[0])
+    assert by_backbone["random"]["runs"] == "2" and by_backbone["random"]["seeds"] == "1 2"
+    assert by_backbone["inat2021_sup"]["runs"] == "0"
+    assert by_backbone["inat2021_sup"]["failed"] == "2"
+    assert float(by_backbone["inat2021_sup"]["paper_acc"]) == 95.66
+    markdown = (tmp_path / "report.md").read_text()
+    assert "2 failed" in markdown and "expected a top-level 'state_dict'" in markdown
+    assert "**" in markdown  # the best value of each column in bold
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_of_nothing_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert report_cli.main([str(tmp_path)]) == 2
+    assert "No run folders" in capsys.readouterr().err
+
+
+def test_every_logger_wrote_its_files(sweep: Path) -> None:
+    done = [job for job in find_jobs([sweep]) if job.status == "ok"]
+    assert len(done) == 4
+    for job in done:
+        assert (job.path / "csv" / "metrics.csv").is_file()
+        assert list((job.path / "tensorboard").glob("events.out.tfevents.*"))
+        hparams = yaml.safe_load((job.path / "csv" / "hparams.yaml").read_text())
+        assert hparams["model/params/total"] > 20_000_000  # flat keys, with parameter counts
+        assert hparams["optimizer/lr"] == 0.001
+
+
+def test_wandb_offline_runs_hold_the_plots_and_tables(sweep: Path) -> None:
+    for job in find_jobs([sweep]):
+        if job.status != "ok":
+            continue
+        (run,) = (job.path / "wandb").glob("offline-run-*")
+        tables = {
+            p.name.split("_")[0] for p in (run / "files" / "media" / "table" / "test").iterdir()
+        }
+        assert {"roc", "pr", "predictions", "confusion", "per"} <= tables
+        assert list((run / "files" / "media" / "images").rglob("confusion_matrix_image*.png"))
+        (predictions,) = (run / "files" / "media" / "table" / "test").glob("predictions*.json")
+        table = json.loads(predictions.read_text())
+        correct = [row[table["columns"].index("correct")] for row in table["data"]]
+        assert correct == sorted(correct)  # mistakes first
+        assert len(correct) == 4  # the whole test split
+
+
+def test_wandb_is_offline_without_an_api_key(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert wandb_offline()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert not wandb_offline()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline()
+
+
+def test_run_group_outside_a_multirun_is_the_default() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    assert run_group("paper") == "paper"
+
+
+def test_notebook_is_committed_without_outputs() -> None:
+    notebook = json.loads(NOTEBOOK.read_text())
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+def test_notebook_executes_on_the_multirun(sweep: Path, monkeypatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("COVIDXR_RUNS", str(sweep))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": os.getcwd()}}
+    ).execute()
+    outputs = "".join(
+        output.get("text", "") + json.dumps(output.get("data", {}))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert "random" in outputs and "W&B is offline" in outputs
+    assert "image/png" in outputs
+
+
+def test_paper_table_sweeps_the_ten_weights() -> None:
+    from covidxr.models.weights import REGISTRY
+    from covidxr.paths import CONF_DIR
+
+    config = yaml.safe_load((CONF_DIR / "experiment" / "paper_table.yaml").read_text())
+    params = config["hydra"]["sweeper"]["params"]
+    assert params["backbone"].split(",") == list(REGISTRY)
+    assert len(str(params["seed"]).split(",")) >= 2
