@@ -30,11 +30,14 @@ $(VENV)/.covidxr-installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@echo "$(CURDIR)" > $@
 
+# One worker per core; a test file's tests share a worker (and its module fixtures).
+PYTEST_PARALLEL ?= -n auto --dist loadfile
+
 test: install ## fast test suite (no `slow` tests)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-full: install ## every test, `slow` ones included
-	$(BIN)/pytest -m "slow or not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -17,12 +17,17 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from covidxr import config as _config  # noqa: F401  (registers the ${uid:} resolver)
+from covidxr.data.decode import read_gray
+from covidxr.data.transforms import build_transform
 from covidxr.evaluation import test_and_report
+from covidxr.explain import cam_grid, grad_cam
+from covidxr.inference import THRESHOLD_KEY, TorchPredictor, batches
 from covidxr.models.backbone import load_checkpoint_file
 from covidxr.models.module import XRayClassifier
 from covidxr.paths import CONF_DIR
@@ -72,7 +77,77 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[])
     metrics = test_and_report(trainer, model, datamodule, None, output_dir())
     compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
+    if cfg.get("cam_samples") or cfg.get("target_sensitivity"):
+        predictor = TorchPredictor(ckpt_path)
+        if cfg.get("cam_samples"):
+            write_cam_grid(predictor, datamodule, int(cfg.cam_samples), output_dir())
+        if cfg.get("target_sensitivity"):
+            metrics["val/threshold"] = save_threshold(
+                predictor, datamodule, float(cfg.target_sensitivity), ckpt_path, output_dir()
+            )
     return metrics
+
+
+def split_files(datamodule: L.LightningDataModule, split: str) -> tuple[list[Path], np.ndarray]:
+    dataset = datamodule.datasets[split]
+    return [Path(dataset.root) / s.path for s in dataset.samples], np.array(
+        [s.label for s in dataset.samples]
+    )
+
+
+def predict_split(predictor: TorchPredictor, files: list[Path]) -> np.ndarray:
+    size = predictor.preprocessing.image_size
+    return np.concatenate([predictor(images) for images, _, _ in batches(files, size)])
+
+
+def write_cam_grid(predictor, datamodule, samples: int, folder: Path) -> Path:
+    """Grad-CAM of up to ``samples`` test images, half correct and half wrong where possible."""
+    files, labels = split_files(datamodule, "test")
+    probs = predict_split(predictor, files)
+    predicted = predictor.preprocessing.decide(probs)
+    wrong = [i for i in range(len(files)) if predicted[i] != labels[i]]
+    right = [i for i in range(len(files)) if predicted[i] == labels[i]]
+    take_wrong = wrong[: max(samples // 2, samples - len(right))]
+    chosen = take_wrong + right[: samples - len(take_wrong)]
+    size = predictor.preprocessing.image_size
+    images = torch.stack(
+        [build_transform(size)(image=read_gray(files[i]))["image"] for i in chosen]
+    )
+    maps = grad_cam(predictor.module, images, torch.as_tensor(predicted[chosen]))
+    names = predictor.preprocessing.class_names
+    titles = [
+        f"{files[i].name}\ntrue {names[labels[i]]}, predicted {names[predicted[i]]}" for i in chosen
+    ]
+    greys = [images[k, 0].numpy() for k in range(len(chosen))]
+    ok = [predicted[i] == labels[i] for i in chosen]
+    path = cam_grid(folder / "cam_grid.png", greys, maps, titles, ok)
+    log.info(
+        "Wrote Grad-CAM of %d test images (%d wrong) to %s", len(chosen), len(take_wrong), path
+    )
+    return path
+
+
+def save_threshold(predictor, datamodule, target: float, ckpt_path: Path, folder: Path) -> float:
+    """The highest threshold whose validation sensitivity reaches ``target``, stored in a copy
+    of the checkpoint (the original is left as it is)."""
+    prep = predictor.preprocessing
+    if len(prep.class_names) != 2:
+        raise ValueError("target_sensitivity needs a two-class model.")
+    files, labels = split_files(datamodule, "val")
+    scores = predict_split(predictor, files)[:, prep.positive_index]
+    positives = np.sort(scores[labels == prep.positive_index])[::-1]
+    if len(positives) == 0:
+        raise ValueError("The validation split has no positive case to set a threshold on.")
+    needed = max(1, math.ceil(target * len(positives)))
+    threshold = float(positives[needed - 1])
+    checkpoint = load_checkpoint_file(ckpt_path)
+    checkpoint[THRESHOLD_KEY] = threshold
+    path = folder / f"{ckpt_path.stem}.threshold.ckpt"
+    torch.save(checkpoint, path)
+    log.info(
+        "Threshold %.4f gives validation sensitivity >= %.3f; saved %s", threshold, target, path
+    )
+    return threshold
 
 
 def compare_with_training_run(metrics: dict[str, float], ckpt_path: Path, strict: bool) -> None:

@@ -104,7 +104,6 @@ def test_sweep_over_two_weight_files_and_two_finetuning_schemes(
         [
             "-m",
             "experiment=smoke",
-            "trainer.max_epochs=2",
             "backbone=file",
             f"backbone.path={files[0]},{files[1]}",
             "finetune=linear_probe,gradual",

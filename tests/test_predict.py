@@ -1,0 +1,164 @@
+"""Using a trained checkpoint: predict into a CSV, Grad-CAM, thresholds, ONNX and TorchScript."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from conftest import compose_config
+
+from covidxr import predict as predict_app
+from covidxr.eval import evaluate
+from covidxr.export import export
+from covidxr.inference import Preprocessing, TorchPredictor, batches, expand_inputs, load_predictor
+from covidxr.models.backbone import load_checkpoint_file
+from covidxr.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    folder = tmp_path_factory.mktemp("trained")
+    train(compose_config("train", ["experiment=smoke"], folder, data_dir))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def test_files(run: Path) -> list[Path]:
+    root = Path(
+        load_checkpoint_file(run / "checkpoints/best.ckpt")["datamodule_hyper_parameters"]["root"]
+    )
+    rows = list(csv.DictReader((run / "split.csv").open()))
+    return [root / r["path"] for r in rows if r["split"] == "test"]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_predict_scores_a_folder_and_reports_bad_files(
+    run: Path, test_files: list[Path], tmp_path: Path, data_dir: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for f in test_files:
+        shutil.copy(f, folder / f.name)
+    corrupt = folder / "corrupt.png"
+    corrupt.write_bytes(test_files[0].read_bytes()[:50])
+    (folder / "notes.txt").write_text("not an image")
+    output = tmp_path / "out" / "preds.csv"
+    overrides = [
+        f"ckpt_path={run / 'checkpoints/best.ckpt'}",
+        f"inputs=[{folder}]",
+        f"output={output}",
+        "cam=true",
+        "num_workers=0",
+    ]
+    cfg = compose_config("predict", overrides, tmp_path / "out", data_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        predict_app.main(cfg)
+    assert exit_info.value.code == 1  # some files failed
+    rows = {Path(r["path"]).name: r for r in read_rows(output)}
+    assert len(rows) == len(test_files) + 2
+    assert "not a decodable" in rows["corrupt.png"]["error"]
+    assert rows["notes.txt"]["error"] and rows["notes.txt"]["predicted"] == ""
+    for f in test_files:
+        row = rows[f.name]
+        assert row["error"] == "" and row["predicted"] in ("COVID", "Normal")
+        assert float(row["p_COVID"]) + float(row["p_Normal"]) == pytest.approx(1.0, abs=1e-5)
+    cams = sorted((tmp_path / "out" / "cam").glob("*.cam.png"))
+    assert len(cams) == len(test_files)
+    first, second = (np.asarray(__import__("cv2").imread(str(p))) for p in cams[:2])
+    assert first.shape[:2] == (64, 64) and not np.array_equal(first, second)
+
+
+def test_predict_agrees_with_eval(run: Path, test_files: list[Path], tmp_path: Path) -> None:
+    """The predictions of covidxr-predict rebuild the confusion matrix the test run reported."""
+    predictor = load_predictor(run / "checkpoints/best.ckpt")
+    output = tmp_path / "preds.csv"
+    assert predict_app.predict_files(predictor, test_files, output) == 0
+    labels = {
+        r["path"].split("/")[-1]: r["class"] for r in csv.DictReader((run / "split.csv").open())
+    }
+    names = ["COVID", "Normal"]
+    counts = np.zeros((2, 2), int)
+    for row in read_rows(output):
+        counts[names.index(labels[Path(row["path"]).name]), names.index(row["predicted"])] += 1
+    reported = [r[1:] for r in csv.reader((run / "confusion_matrix_test.csv").open())][1:]
+    assert counts.tolist() == [[int(x) for x in r] for r in reported]
+
+
+def test_expand_inputs_takes_files_folders_and_globs(
+    test_files: list[Path], tmp_path: Path
+) -> None:
+    folder = test_files[0].parent
+    found = expand_inputs([test_files[0], folder, str(folder / "*.png")])
+    assert found[0] == test_files[0] and len(found) == len(set(found))
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        expand_inputs([tmp_path / "nothing-here"])
+
+
+def test_threshold_from_validation_is_stored_and_used(
+    run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    ckpt = run / "checkpoints/best.ckpt"
+    cfg = compose_config(
+        "eval", [f"ckpt_path={ckpt}", "target_sensitivity=1.0", "cam_samples=4"], tmp_path, data_dir
+    )
+    metrics = evaluate(cfg)
+    threshold = metrics["val/threshold"]
+    saved = tmp_path / "best.threshold.ckpt"
+    assert load_checkpoint_file(saved)["decision_threshold"] == threshold
+    assert "decision_threshold" not in load_checkpoint_file(ckpt)  # the original is untouched
+    assert (tmp_path / "cam_grid.png").stat().st_size > 5_000
+    predictor = TorchPredictor(saved)
+    assert predictor.preprocessing.threshold == threshold
+    probs = np.array([[threshold, 1 - threshold], [threshold - 1e-3, 1 - threshold + 1e-3]])
+    assert predictor.preprocessing.decide(probs).tolist() == [0, 1]  # COVID is label 0
+    assert Preprocessing.from_checkpoint(load_checkpoint_file(ckpt)).decide(probs).tolist() == [
+        int(np.argmax(probs[0])),
+        int(np.argmax(probs[1])),
+    ]
+
+
+def test_onnx_export_matches_the_checkpoint(
+    run: Path, test_files: list[Path], tmp_path: Path
+) -> None:
+    ckpt = run / "checkpoints/best.ckpt"
+    path = export(ckpt, "onnx", tmp_path / "model.onnx")
+    assert Preprocessing.read(f"{path}.json").class_names == ("COVID", "Normal")
+    images = next(batches(test_files, 32))[0]
+    images = torch.cat([images, images.flip(-1)])  # a batch size other than the exported one
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from_onnx = session.run(None, {"image": images.numpy()})[0]
+    from_torch = TorchPredictor(ckpt)(images)
+    assert np.abs(from_onnx - from_torch).max() < 1e-4
+    predictor = load_predictor(path)  # covidxr-predict accepts the ONNX file
+    onnx_csv, ckpt_csv = tmp_path / "onnx.csv", tmp_path / "ckpt.csv"
+    predict_app.predict_files(predictor, test_files, onnx_csv)
+    predict_app.predict_files(TorchPredictor(ckpt), test_files, ckpt_csv)
+    assert [r["predicted"] for r in read_rows(onnx_csv)] == [
+        r["predicted"] for r in read_rows(ckpt_csv)
+    ]
+
+
+def test_onnx_without_its_preprocessing_file_is_refused(run: Path, tmp_path: Path) -> None:
+    path = export(run / "checkpoints/best.ckpt", "onnx", tmp_path / "model.onnx")
+    Path(f"{path}.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.onnx\.json is missing"):
+        load_predictor(path)
+
+
+def test_torchscript_export_loads_and_matches(
+    run: Path, test_files: list[Path], tmp_path: Path
+) -> None:
+    ckpt = run / "checkpoints/best.ckpt"
+    path = export(ckpt, "torchscript", tmp_path / "model.pt")
+    scripted = torch.jit.load(str(path))
+    images = next(batches(test_files, 32))[0]
+    with torch.no_grad():
+        assert np.abs(scripted(images).numpy() - TorchPredictor(ckpt)(images)).max() < 1e-5
