@@ -32,7 +32,7 @@ from covidxr.models.backbone import load_checkpoint_file
 from covidxr.models.module import XRayClassifier
 from covidxr.paths import CONF_DIR
 from covidxr.reporting import METRICS_FILE
-from covidxr.runner import output_dir, task_wrapper
+from covidxr.runner import instantiate_loggers, logger_callbacks, output_dir, task_wrapper
 
 log = logging.getLogger(__name__)
 DEFAULT_DATAMODULE = "covidxr.data.datamodule.RadiographyDataModule"
@@ -74,18 +74,32 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = XRayClassifier.load_from_checkpoint(
         ckpt_path, map_location=torch.device("cpu"), pretrained=False, compile=False
     )
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[])
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=logger_callbacks(loggers), logger=loggers or False
+    )
     metrics = test_and_report(trainer, model, datamodule, None, output_dir())
     compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
     if cfg.get("cam_samples") or cfg.get("target_sensitivity"):
         predictor = TorchPredictor(ckpt_path)
         if cfg.get("cam_samples"):
-            write_cam_grid(predictor, datamodule, int(cfg.cam_samples), output_dir())
+            grid = write_cam_grid(predictor, datamodule, int(cfg.cam_samples), output_dir())
+            log_image_to_wandb(trainer, "test/grad_cam", grid)
         if cfg.get("target_sensitivity"):
             metrics["val/threshold"] = save_threshold(
                 predictor, datamodule, float(cfg.target_sensitivity), ckpt_path, output_dir()
             )
     return metrics
+
+
+def log_image_to_wandb(trainer: L.Trainer, key: str, path: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.experiment.log({key: wandb.Image(str(path))})
 
 
 def split_files(datamodule: L.LightningDataModule, split: str) -> tuple[list[Path], np.ndarray]:

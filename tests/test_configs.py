@@ -108,4 +108,4 @@ def test_debug_modes_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
 def test_eval_config_composes(tmp_path: Path, data_dir: Path) -> None:
     cfg = compose_config("eval", ["ckpt_path=x.ckpt"], tmp_path, data_dir)
     assert cfg.ckpt_path == "x.ckpt"
-    assert cfg.trainer.logger is False
+    assert not cfg.logger

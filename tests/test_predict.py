@@ -125,6 +125,13 @@ def test_threshold_from_validation_is_stored_and_used(
     ]
 
 
+def test_eval_sends_the_grad_cam_grid_to_wandb(run: Path, tmp_path: Path, data_dir: Path) -> None:
+    overrides = [f"ckpt_path={run / 'checkpoints/best.ckpt'}", "cam_samples=2", "logger=wandb"]
+    evaluate(compose_config("eval", overrides, tmp_path, data_dir))
+    (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert list((offline_run / "files" / "media" / "images").rglob("grad_cam*.png"))
+
+
 def test_onnx_export_matches_the_checkpoint(
     run: Path, test_files: list[Path], tmp_path: Path
 ) -> None:

@@ -185,3 +185,12 @@ def test_training_on_real_xrays_beats_chance(
     metrics = train(compose_config("train", overrides, tmp_path, data_dir))
     assert metrics["test/acc"] >= 0.7, metrics
     assert metrics["test/auroc"] >= 0.75, metrics
+
+
+def test_compiled_models_keep_checkpoints_loadable() -> None:
+    """compile=true compiles the trunk in place: state_dict keys stay those of the plain model."""
+    from covidxr.models.module import XRayClassifier
+
+    compiled, plain = XRayClassifier(compile=True), XRayClassifier()
+    assert compiled.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(compiled.state_dict())
