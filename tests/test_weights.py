@@ -8,7 +8,6 @@ import http.server
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -305,15 +304,13 @@ def test_import_copies_verifies_and_records(cache, source_state, tmp_path: Path,
     assert not (cache / get_spec("inat2021_sup_scratch").file_name).exists()
 
 
-def test_unreachable_url_fails_fast_with_the_manual_step(cache, monkeypatch, capsys) -> None:
+def test_unreachable_url_fails_with_the_manual_step(cache, monkeypatch, capsys) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     spec = dataclasses.replace(get_spec("moco_v2"), url=f"http://127.0.0.1:{port}/moco.pth.tar")
     monkeypatch.setitem(REGISTRY, "moco_v2", spec)
-    start = time.monotonic()
     assert weights_cli.main(["fetch", "moco_v2"]) == 1
-    assert time.monotonic() - start < 10
     err = capsys.readouterr().err
     for part in ("moco_v2", spec.url, str(cache / spec.file_name), "covidxr-weights import"):
         assert part in err
@@ -325,7 +322,17 @@ def test_a_server_that_never_answers_times_out(cache, monkeypatch) -> None:
         silent.listen(1)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/x.pth"
         monkeypatch.setitem(REGISTRY, "moco_v1", dataclasses.replace(get_spec("moco_v1"), url=url))
-        start = time.monotonic()
-        with pytest.raises(WeightsError, match="Could not download"):
-            weights_store.fetch("moco_v1")
-        assert time.monotonic() - start < 10  # COVIDXR_DOWNLOAD_TIMEOUT=2
+        outcome: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                weights_store.fetch("moco_v1")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(60)  # a liveness guard (the read timeout is 2 s), not a speed check
+        assert not worker.is_alive(), "the download hung instead of giving up"
+        assert isinstance(outcome[0], WeightsError)
+        assert "Could not download" in str(outcome[0]) and "within 2 s per read" in str(outcome[0])
