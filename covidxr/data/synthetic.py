@@ -192,15 +192,20 @@ def generate_phantoms(
         jobs += [(out, name, KNOWN_CLASSES.index(name), i, size, seed) for i in range(per_class)]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(_write_one, jobs))
-    manifest = {
+    manifest = _manifest(per_class, names, size, seed)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def _manifest(per_class: int, classes: Sequence[str], size: int, seed: int) -> dict:
+    """What identifies a set of phantoms: same manifest, same files."""
+    return {
         "generator": GENERATOR_VERSION,
         "per_class": per_class,
-        "classes": list(names),
+        "classes": list(resolve_classes(classes)),
         "size": size,
         "seed": seed,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
 
 
 def ensure_phantoms(
@@ -216,13 +221,7 @@ def ensure_phantoms(
     non-empty folder without our manifest is someone's data and is never touched.
     """
     out = Path(out)
-    wanted = {
-        "generator": GENERATOR_VERSION,
-        "per_class": per_class,
-        "classes": list(resolve_classes(classes)),
-        "size": size,
-        "seed": seed,
-    }
+    wanted = _manifest(per_class, classes, size, seed)
     manifest = out / MANIFEST
     if manifest.is_file():
         found = json.loads(manifest.read_text())
