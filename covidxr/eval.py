@@ -27,10 +27,10 @@ from covidxr.data.decode import read_gray
 from covidxr.data.transforms import build_transform
 from covidxr.evaluation import test_and_report
 from covidxr.explain import cam_grid, grad_cam
-from covidxr.inference import THRESHOLD_KEY, TorchPredictor, batches
+from covidxr.inference import THRESHOLD_KEY, Preprocessing, TorchPredictor, batches
 from covidxr.models.backbone import load_checkpoint_file
 from covidxr.models.module import XRayClassifier
-from covidxr.paths import CONF_DIR
+from covidxr.paths import CONF_DIR, checkpoint_run_dir
 from covidxr.reporting import METRICS_FILE
 from covidxr.runner import instantiate_loggers, logger_callbacks, output_dir, task_wrapper
 
@@ -40,7 +40,7 @@ DEFAULT_DATAMODULE = "covidxr.data.datamodule.RadiographyDataModule"
 
 def run_split_file(ckpt_path: Path) -> Path:
     """``<run>/split.csv`` for ``<run>/checkpoints/x.ckpt``, or a clear error."""
-    split = ckpt_path.resolve().parent.parent / "split.csv"
+    split = checkpoint_run_dir(ckpt_path) / "split.csv"
     if not split.is_file():
         raise FileNotFoundError(
             f"No split.csv found for {ckpt_path} (looked at {split}). "
@@ -81,13 +81,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = test_and_report(trainer, model, datamodule, None, output_dir())
     compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
     if cfg.get("cam_samples") or cfg.get("target_sensitivity"):
-        predictor = TorchPredictor(ckpt_path)
+        predictor = TorchPredictor(model, Preprocessing.from_checkpoint(checkpoint))
         if cfg.get("cam_samples"):
             grid = write_cam_grid(predictor, datamodule, int(cfg.cam_samples), output_dir())
             log_image_to_wandb(trainer, "test/grad_cam", grid)
         if cfg.get("target_sensitivity"):
             metrics["val/threshold"] = save_threshold(
-                predictor, datamodule, float(cfg.target_sensitivity), ckpt_path, output_dir()
+                predictor,
+                datamodule,
+                float(cfg.target_sensitivity),
+                checkpoint,
+                output_dir() / f"{ckpt_path.stem}.threshold.ckpt",
             )
     return metrics
 
@@ -141,9 +145,9 @@ def write_cam_grid(predictor, datamodule, samples: int, folder: Path) -> Path:
     return path
 
 
-def save_threshold(predictor, datamodule, target: float, ckpt_path: Path, folder: Path) -> float:
-    """The highest threshold whose validation sensitivity reaches ``target``, stored in a copy
-    of the checkpoint (the original is left as it is)."""
+def save_threshold(predictor, datamodule, target: float, checkpoint: dict, path: Path) -> float:
+    """The highest threshold whose validation sensitivity reaches ``target``, stored with the
+    ``checkpoint`` in a new file ``path`` (the original file is left as it is)."""
     prep = predictor.preprocessing
     if len(prep.class_names) != 2:
         raise ValueError("target_sensitivity needs a two-class model.")
@@ -154,10 +158,7 @@ def save_threshold(predictor, datamodule, target: float, ckpt_path: Path, folder
         raise ValueError("The validation split has no positive case to set a threshold on.")
     needed = max(1, math.ceil(target * len(positives)))
     threshold = float(positives[needed - 1])
-    checkpoint = load_checkpoint_file(ckpt_path)
-    checkpoint[THRESHOLD_KEY] = threshold
-    path = folder / f"{ckpt_path.stem}.threshold.ckpt"
-    torch.save(checkpoint, path)
+    torch.save({**checkpoint, THRESHOLD_KEY: threshold}, path)
     log.info(
         "Threshold %.4f gives validation sensitivity >= %.3f; saved %s", threshold, target, path
     )
@@ -166,7 +167,7 @@ def save_threshold(predictor, datamodule, target: float, ckpt_path: Path, folder
 
 def compare_with_training_run(metrics: dict[str, float], ckpt_path: Path, strict: bool) -> None:
     """Say whether the test numbers equal those the training run recorded (``strict``: raise)."""
-    recorded_path = ckpt_path.resolve().parent.parent / METRICS_FILE
+    recorded_path = checkpoint_run_dir(ckpt_path) / METRICS_FILE
     if not recorded_path.is_file():
         return
     recorded = json.loads(recorded_path.read_text())

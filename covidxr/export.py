@@ -28,7 +28,7 @@ def export(
 ) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: choose one of {FORMATS}.")
-    predictor = TorchPredictor(ckpt_path)
+    predictor = TorchPredictor.from_checkpoint(ckpt_path)
     module, prep = predictor.module, predictor.preprocessing
     example = torch.zeros(2, 1, prep.image_size, prep.image_size, dtype=torch.uint8)
     output = Path(output)

@@ -143,18 +143,23 @@ def batches(
 
 
 class TorchPredictor:
-    """A covidxr checkpoint, on the CPU or a GPU."""
+    """A covidxr model and its preprocessing, on the CPU or a GPU."""
 
-    def __init__(self, ckpt_path: str | os.PathLike, device: str = "cpu") -> None:
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, device: str = "cpu") -> None:
+        self.preprocessing = preprocessing
+        self.device = torch.device(device)
+        self.module = ExportedClassifier(model, preprocessing).eval().to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | os.PathLike, device: str = "cpu") -> TorchPredictor:
         from covidxr.models.backbone import load_checkpoint_file
         from covidxr.models.module import XRayClassifier
 
-        self.preprocessing = Preprocessing.from_checkpoint(load_checkpoint_file(ckpt_path))
+        preprocessing = Preprocessing.from_checkpoint(load_checkpoint_file(ckpt_path))
         model = XRayClassifier.load_from_checkpoint(
             ckpt_path, map_location="cpu", pretrained=False, compile=False
         )
-        self.device = torch.device(device)
-        self.module = ExportedClassifier(model, self.preprocessing).eval().to(self.device)
+        return cls(model, preprocessing, device)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
@@ -190,4 +195,4 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu") -> TorchPredict
                 "records the input size, mean/std and class names."
             )
         return OnnxPredictor(path)
-    return TorchPredictor(path, device)
+    return TorchPredictor.from_checkpoint(path, device)

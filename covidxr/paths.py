@@ -12,6 +12,11 @@ CONF_DIR = REPO_ROOT / "conf"
 DEFAULT_REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "covid-radiography-224"
 
 
+def checkpoint_run_dir(ckpt_path: str | os.PathLike) -> Path:
+    """``<run>`` for ``<run>/checkpoints/<name>.ckpt``: where its split.csv and metrics.json are."""
+    return Path(ckpt_path).resolve().parent.parent
+
+
 def real_data_dir() -> Path | None:
     """The real test set (``COVIDXR_REAL_DATA`` or the checkout's neighbour), or None if absent."""
     path = Path(os.environ.get("COVIDXR_REAL_DATA", DEFAULT_REAL_DATA))

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from covidxr import config as _config  # noqa: F401  (registers the ${uid:} resolver)
 from covidxr.evaluation import test_and_report
-from covidxr.paths import CONF_DIR
+from covidxr.paths import CONF_DIR, checkpoint_run_dir
 from covidxr.runner import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -39,7 +39,7 @@ def reuse_split_when_resuming(cfg: DictConfig) -> None:
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt} does not exist: give a run's last.ckpt.")
-    split = ckpt.resolve().parent.parent / "split.csv"
+    split = checkpoint_run_dir(ckpt) / "split.csv"
     if split.is_file():
         with open_dict(cfg):
             cfg.data.split_file = str(split)

@@ -115,7 +115,7 @@ def test_threshold_from_validation_is_stored_and_used(
     assert load_checkpoint_file(saved)["decision_threshold"] == threshold
     assert "decision_threshold" not in load_checkpoint_file(ckpt)  # the original is untouched
     assert (tmp_path / "cam_grid.png").stat().st_size > 5_000
-    predictor = TorchPredictor(saved)
+    predictor = TorchPredictor.from_checkpoint(saved)
     assert predictor.preprocessing.threshold == threshold
     probs = np.array([[threshold, 1 - threshold], [threshold - 1e-3, 1 - threshold + 1e-3]])
     assert predictor.preprocessing.decide(probs).tolist() == [0, 1]  # COVID is label 0
@@ -142,12 +142,12 @@ def test_onnx_export_matches_the_checkpoint(
     images = torch.cat([images, images.flip(-1)])  # a batch size other than the exported one
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     from_onnx = session.run(None, {"image": images.numpy()})[0]
-    from_torch = TorchPredictor(ckpt)(images)
+    from_torch = TorchPredictor.from_checkpoint(ckpt)(images)
     assert np.abs(from_onnx - from_torch).max() < 1e-4
     predictor = load_predictor(path)  # covidxr-predict accepts the ONNX file
     onnx_csv, ckpt_csv = tmp_path / "onnx.csv", tmp_path / "ckpt.csv"
     predict_app.predict_files(predictor, test_files, onnx_csv)
-    predict_app.predict_files(TorchPredictor(ckpt), test_files, ckpt_csv)
+    predict_app.predict_files(TorchPredictor.from_checkpoint(ckpt), test_files, ckpt_csv)
     assert [r["predicted"] for r in read_rows(onnx_csv)] == [
         r["predicted"] for r in read_rows(ckpt_csv)
     ]
@@ -168,4 +168,7 @@ def test_torchscript_export_loads_and_matches(
     scripted = torch.jit.load(str(path))
     images = next(batches(test_files, 32))[0]
     with torch.no_grad():
-        assert np.abs(scripted(images).numpy() - TorchPredictor(ckpt)(images)).max() < 1e-5
+        assert (
+            np.abs(scripted(images).numpy() - TorchPredictor.from_checkpoint(ckpt)(images)).max()
+            < 1e-5
+        )
