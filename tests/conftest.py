@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before albumentations is imported
-os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach wandb.ai
 
 from pathlib import Path
 
@@ -17,9 +16,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import covidxr.config  # noqa: F401  (registers the ${uid:} resolver)
 from covidxr.data.synthetic import generate_phantoms
-from covidxr.paths import CONF_DIR, DEFAULT_REAL_DATA, real_data_dir
+from covidxr.paths import CONF_DIR
+from covidxr.utils.config import register_configs
+from covidxr.utils.env import DEFAULT_REAL_DATA, real_data_dir
+
+register_configs()
 
 
 def write_png(path: Path, value: int = 128, size: int = 32, **kwargs) -> Path:
@@ -51,7 +53,9 @@ def real_data() -> Path:
     return root
 
 
-def compose_config(name: str, overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
+def compose_config(
+    name: str, overrides: list[str], output_dir: Path, data_dir: Path, keep_hydra: bool = False
+) -> DictConfig:
     """Compose ``conf/<name>.yaml`` as the Hydra app would, for a run in ``output_dir``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -64,8 +68,9 @@ def compose_config(name: str, overrides: list[str], output_dir: Path, data_dir: 
         cfg.paths.data_dir = str(data_dir)
         cfg.paths.log_dir = str(output_dir / "logs")
     HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg.hydra
     return cfg
 
 

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import compose_config
 from test_multirun import job_dirs, run_cli
 from torchvision.models import resnet50
 
-from covidxr import report_cli
-from covidxr.config import run_group, wandb_offline
-from covidxr.reporting import REPORT_METRICS, find_jobs
+from covidxr.cli import report as report_cli
+from covidxr.reporting.compare import REPORT_METRICS, find_jobs
+from covidxr.utils.config import run_group
+from covidxr.utils.env import wandb_offline
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_runs.ipynb"
 
@@ -142,11 +144,14 @@ def test_notebook_executes_on_the_multirun(sweep: Path, monkeypatch) -> None:
     assert "image/png" in outputs
 
 
-def test_paper_table_sweeps_the_ten_weights() -> None:
-    from covidxr.models.weights import REGISTRY
-    from covidxr.paths import CONF_DIR
+def test_paper_table_sweeps_the_studys_weights_from_the_registry(tmp_path, data_dir) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    config = yaml.safe_load((CONF_DIR / "experiment" / "paper_table.yaml").read_text())
-    params = config["hydra"]["sweeper"]["params"]
-    assert params["backbone"].split(",") == list(REGISTRY)
-    assert len(str(params["seed"]).split(",")) >= 2
+    from covidxr.weights.registry import study_keys
+
+    cfg = compose_config("train", ["experiment=paper_table"], tmp_path, data_dir, keep_hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert params.backbone.split(",") == study_keys() and len(study_keys()) == 10
+    assert len(str(params.seed).split(",")) >= 2
+    sweep = OverridesParser.create().parse_overrides([f"backbone={params.backbone}"])[0]
+    assert list(sweep.sweep_iterator()) == study_keys()  # what the basic sweeper launches

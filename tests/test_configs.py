@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from lightning import Trainer
 
 from covidxr.paths import CONF_DIR
-from covidxr.runner import instantiate_callbacks, instantiate_loggers
+from covidxr.utils.runner import instantiate_callbacks, instantiate_loggers
 
 
 def options(group: str) -> list[str]:
@@ -73,8 +73,10 @@ def test_model_side_options_build_a_model_that_configures_optimizers(
     cfg = compose_config("train", overrides, tmp_path, data_dir)
     model = instantiate(cfg.model, _convert_="object")
     model.trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False)
-    if cfg.finetune.callback:
-        instantiate(cfg.finetune.callback).setup(model.trainer, model, "fit")
+    finetune = (cfg.get("callbacks") or {}).get("finetune")
+    assert (finetune is not None) == (group == "finetune" and name != "full")
+    if finetune is not None:  # the scheme comes from its config group, as a callback
+        instantiate(finetune).setup(model.trainer, model, "fit")
     configured = model.configure_optimizers()
     assert configured["optimizer"].param_groups
     assert ("lr_scheduler" in configured) == (group == "scheduler" and name != "none")
@@ -89,7 +91,9 @@ def test_data_configs_instantiate(name: str, tmp_path: Path, data_dir: Path) -> 
     cfg = compose_config("train", [f"data={name}"], tmp_path, data_dir)
     datamodule = instantiate(cfg.data)
     assert datamodule.hparams.image_size == 224
-    assert datamodule.hparams.mean == list(cfg.backbone.mean)
+    model = instantiate(cfg.model, _convert_="object")
+    assert model.preprocessing.image_size == 224  # the model records its own preprocessing
+    assert model.preprocessing.mean == tuple(cfg.backbone.mean)
 
 
 @pytest.mark.parametrize("name", options("experiment"))
@@ -100,9 +104,19 @@ def test_experiments_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
 
 @pytest.mark.parametrize("name", options("debug"))
 def test_debug_modes_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
-    cfg = compose_config("train", [f"debug={name}"], tmp_path, data_dir)
+    cfg = compose_config("train", [f"debug={name}", "finetune=paper"], tmp_path, data_dir)
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.data.num_workers == 0
+    assert not cfg.get("logger")
+    assert list(cfg.callbacks) == ["finetune"]  # no checkpoints, but the recipe's scheme stays
+
+
+def test_wandb_logger_brings_its_report_callback(tmp_path: Path, data_dir: Path) -> None:
+    for name in ("wandb", "many"):
+        cfg = compose_config("train", [f"logger={name}"], tmp_path, data_dir)
+        assert "wandb" in cfg.logger and "wandb_report" in cfg.callbacks
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt", "logger=wandb"], tmp_path, data_dir)
+    assert "wandb_report" in cfg.callbacks
 
 
 def test_eval_config_composes(tmp_path: Path, data_dir: Path) -> None:

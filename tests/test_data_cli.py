@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import write_png
 
-from covidxr import bench
-from covidxr.data import cli as data_cli
-from covidxr.data import synthetic
+from covidxr.cli import bench
+from covidxr.cli import data as data_cli
+from covidxr.cli import synth as synth_cli
 from covidxr.data.decode import read_gray
 from covidxr.data.index import find_layout
 
@@ -25,10 +25,10 @@ def digest(root: Path) -> str:
 
 def test_synth_writes_the_current_layout_deterministically(tmp_path: Path, capsys) -> None:
     args = ["--per-class", "3", "--classes", "COVID", "Normal", "Lung_Opacity", "--size", "48"]
-    assert synthetic.main([str(tmp_path / "a"), *args, "--seed", "1"]) == 0
+    assert synth_cli.main([str(tmp_path / "a"), *args, "--seed", "1"]) == 0
     assert "Wrote 9 phantoms" in capsys.readouterr().out
-    synthetic.main([str(tmp_path / "b"), *args, "--seed", "1"])
-    synthetic.main([str(tmp_path / "c"), *args, "--seed", "2"])
+    synth_cli.main([str(tmp_path / "b"), *args, "--seed", "1"])
+    synth_cli.main([str(tmp_path / "c"), *args, "--seed", "2"])
     assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
     layout = find_layout(tmp_path / "a")
     assert layout.layout == "current"
@@ -38,7 +38,7 @@ def test_synth_writes_the_current_layout_deterministically(tmp_path: Path, capsy
 
 def test_synth_rejects_unknown_class(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        synthetic.main([str(tmp_path), "--classes", "COVID", "Cats"])
+        synth_cli.main([str(tmp_path), "--classes", "COVID", "Cats"])
 
 
 def test_phantom_classes_differ_in_the_lungs(phantoms: Path) -> None:

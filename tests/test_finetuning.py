@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import compose_config
 
-from covidxr.train import train
+from covidxr.cli.train import train
 
 BASE = ["experiment=smoke"]
 

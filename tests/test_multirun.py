@@ -1,6 +1,6 @@
 """covidxr-train as a user launches it: Hydra multiruns and DDP with two CPU processes.
 
-Each test here starts one ``python -m covidxr.train`` process (imports alone take ~10 s), so the
+Each test here starts one ``python -m covidxr.cli.train`` process (imports alone take ~10 s), so the
 scenarios are grouped: one sweep covers learning rates and a failing job together.
 """
 
@@ -20,11 +20,9 @@ def run_cli(args: list[str], data_dir: Path, cwd: Path) -> subprocess.CompletedP
     env = {
         **os.environ,
         "COVIDXR_DATA_DIR": str(data_dir),
-        "NO_ALBUMENTATIONS_UPDATE": "1",
-        "WANDB_MODE": "offline",
     }
     return subprocess.run(
-        [sys.executable, "-m", "covidxr.train", *args],
+        [sys.executable, "-m", "covidxr.cli.train", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

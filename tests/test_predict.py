@@ -12,12 +12,14 @@ import pytest
 import torch
 from conftest import compose_config
 
-from covidxr import predict as predict_app
-from covidxr.eval import evaluate
-from covidxr.export import export
-from covidxr.inference import Preprocessing, TorchPredictor, batches, expand_inputs, load_predictor
-from covidxr.models.backbone import load_checkpoint_file
-from covidxr.train import train
+from covidxr.cli import predict as predict_app
+from covidxr.cli.eval import evaluate
+from covidxr.cli.train import train
+from covidxr.inference.export import export
+from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs, load_predictor
+from covidxr.inference.preprocessing import Preprocessing
+from covidxr.models.module import XRayClassifier
+from covidxr.weights.adapters import load_checkpoint_file
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,7 @@ def test_threshold_from_validation_is_stored_and_used(
     assert predictor.preprocessing.threshold == threshold
     probs = np.array([[threshold, 1 - threshold], [threshold - 1e-3, 1 - threshold + 1e-3]])
     assert predictor.preprocessing.decide(probs).tolist() == [0, 1]  # COVID is label 0
-    assert Preprocessing.from_checkpoint(load_checkpoint_file(ckpt)).decide(probs).tolist() == [
+    assert XRayClassifier.from_checkpoint(ckpt).preprocessing.decide(probs).tolist() == [
         int(np.argmax(probs[0])),
         int(np.argmax(probs[1])),
     ]
@@ -172,3 +174,13 @@ def test_torchscript_export_loads_and_matches(
             np.abs(scripted(images).numpy() - TorchPredictor.from_checkpoint(ckpt)(images)).max()
             < 1e-5
         )
+
+
+def test_overlays_of_same_named_inputs_do_not_collide(tmp_path: Path) -> None:
+    files = [tmp_path / "a" / "scan.png", tmp_path / "b" / "scan.png", tmp_path / "b" / "c.png"]
+    cam = tmp_path / "out" / "cam"
+    assert predict_app.cam_paths(files, cam) == [
+        cam / "a" / "scan.cam.png",
+        cam / "b" / "scan.cam.png",
+        cam / "b" / "c.cam.png",
+    ]

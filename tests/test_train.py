@@ -10,10 +10,10 @@ import torch
 from conftest import compose_config
 from hydra.errors import ConfigCompositionException
 
+from covidxr.cli.eval import evaluate
+from covidxr.cli.train import train
 from covidxr.data.index import DatasetError
-from covidxr.eval import evaluate
 from covidxr.models.metrics import METRIC_NAMES
-from covidxr.train import train
 
 SMOKE = ["experiment=smoke"]
 
@@ -159,7 +159,7 @@ def test_mistyped_override_is_a_clear_hydra_error(tmp_path: Path, data_dir: Path
 
 
 def test_optimized_metric_is_returned_to_sweepers(tmp_path: Path, data_dir: Path) -> None:
-    from covidxr import train as train_module
+    from covidxr.cli import train as train_module
 
     cfg = compose_config("train", [*SMOKE, "debug=fdr"], tmp_path, data_dir)
     assert isinstance(train_module.main(cfg), float)  # hydra.main passes a given cfg through

@@ -14,13 +14,16 @@ from typing import ClassVar
 
 import pytest
 import torch
+from conftest import compose_config
 from torchvision.models import resnet18
 
-from covidxr import weights_cli
-from covidxr.models import weights_store
-from covidxr.models.backbone import build_backbone, load_weights_file, resnet50_trunk
-from covidxr.models.weights import REGISTRY, WeightsError, get_spec
-from covidxr.paths import CONF_DIR
+from covidxr.cli import weights as weights_cli
+from covidxr.data.transforms import NormalizeToRGB
+from covidxr.models.backbone import build_backbone, resnet50_trunk
+from covidxr.paths import CONF_DIR, REPO_ROOT
+from covidxr.weights import store as weights_store
+from covidxr.weights.adapters import load_weights_file
+from covidxr.weights.registry import REGISTRY, WeightsError, get_spec, study_keys
 
 
 @pytest.fixture(scope="module")
@@ -36,116 +39,187 @@ def source_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def publisher_checkpoint(key: str, trunk: dict[str, torch.Tensor]) -> object:
-    """``trunk`` saved the way each publisher saved theirs (PAPER.md, 'Checkpoint formats')."""
-    t = dict(trunk)
-    optimizer = {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}
-    if key == "imagenet":  # saved before BatchNorm counters existed
-        plain = {k: v for k, v in t.items() if not k.endswith("num_batches_tracked")}
-        return {**plain, "fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)}
-    if key in ("moco_v1", "moco_v2"):
-        if key == "moco_v1":
-            head = {"fc.weight": torch.randn(128, 2048), "fc.bias": torch.randn(128)}
-        else:
-            head = {
-                "fc.0.weight": torch.randn(2048, 2048),
-                "fc.0.bias": torch.randn(2048),
-                "fc.2.weight": torch.randn(128, 2048),
-                "fc.2.bias": torch.randn(128),
-            }
-        encoder = {**t, **head}
-        state = {f"module.encoder_q.{k}": v for k, v in encoder.items()}
-        state |= {f"module.encoder_k.{k}": v.clone() for k, v in encoder.items()}
-        state |= {"module.queue": torch.randn(128, 64), "module.queue_ptr": torch.zeros(1)}
-        return {"epoch": 200, "arch": "resnet50", "state_dict": state}
-    if key in ("inat2021_sup", "inat2021_sup_scratch"):
-        state = {**t, "fc.weight": torch.randn(10000, 2048), "fc.bias": torch.randn(10000)}
-        return {
-            "epoch": 90,
-            "arch": "resnet50",
-            "state_dict": state,
-            "best_acc1": torch.tensor(70.0),
-            "optimizer": optimizer,
-        }
-    if key == "inat2021_mini_swav_1k":
-        heads = {
-            "projection_head.0.weight": torch.randn(2048, 2048),
-            "projection_head.0.bias": torch.randn(2048),
-            "projection_head.1.weight": torch.randn(2048),
-            "projection_head.1.bias": torch.randn(2048),
-            "projection_head.1.running_mean": torch.randn(2048),
-            "projection_head.1.running_var": torch.rand(2048),
-            "projection_head.1.num_batches_tracked": torch.tensor(5),
-            "projection_head.3.weight": torch.randn(128, 2048),
-            "projection_head.3.bias": torch.randn(128),
-            "prototypes.weight": torch.randn(3000, 128),
-        }
-        state = {f"module.{k}": v for k, v in {**t, **heads}.items()}
-        return {"epoch": 1000, "state_dict": state, "optimizer": optimizer, "amp": {}}
-    # The four chest X-ray models: a Linear + Sigmoid multi-label head.
-    prefix = "module." if key == "chexpert" else ""
+OPTIMIZER = {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}
+
+
+def _torchvision(t: dict) -> object:  # saved before BatchNorm counters existed
+    plain = {k: v for k, v in t.items() if not k.endswith("num_batches_tracked")}
+    return {**plain, "fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)}
+
+
+def _moco(t: dict, head: dict) -> object:
+    encoder = {**t, **head}
+    state = {f"module.encoder_q.{k}": v for k, v in encoder.items()}
+    state |= {f"module.encoder_k.{k}": v.clone() for k, v in encoder.items()}
+    state |= {"module.queue": torch.randn(128, 64), "module.queue_ptr": torch.zeros(1)}
+    return {"epoch": 200, "arch": "resnet50", "state_dict": state}
+
+
+def _newt_supervised(t: dict) -> object:
+    state = {**t, "fc.weight": torch.randn(10000, 2048), "fc.bias": torch.randn(10000)}
+    return {
+        "epoch": 90,
+        "arch": "resnet50",
+        "state_dict": state,
+        "best_acc1": torch.tensor(70.0),
+        "optimizer": OPTIMIZER,
+    }
+
+
+def _newt_swav(t: dict) -> object:
+    heads = {
+        "projection_head.0.weight": torch.randn(2048, 2048),
+        "projection_head.0.bias": torch.randn(2048),
+        "projection_head.1.weight": torch.randn(2048),
+        "projection_head.1.bias": torch.randn(2048),
+        "projection_head.1.running_mean": torch.randn(2048),
+        "projection_head.1.running_var": torch.rand(2048),
+        "projection_head.1.num_batches_tracked": torch.tensor(5),
+        "projection_head.3.weight": torch.randn(128, 2048),
+        "projection_head.3.bias": torch.randn(128),
+        "prototypes.weight": torch.randn(3000, 128),
+    }
+    state = {f"module.{k}": v for k, v in {**t, **heads}.items()}
+    return {"epoch": 1000, "state_dict": state, "optimizer": OPTIMIZER, "amp": {}}
+
+
+def _benchmark_transfer(t: dict, prefix: str = "") -> object:  # Linear + Sigmoid multi-label head
     state = {**t, "fc.0.weight": torch.randn(14, 2048), "fc.0.bias": torch.randn(14)}
     return {
         "epoch": 30,
         "lossMIN": 0.15,
         "state_dict": {f"{prefix}{k}": v for k, v in state.items()},
-        "optimizer": optimizer,
+        "optimizer": OPTIMIZER,
         "scheduler": {"last_epoch": 30},
     }
 
 
-def test_the_registry_has_the_studys_ten_weights() -> None:
-    assert set(REGISTRY) == {
-        "imagenet",
-        "moco_v1",
-        "moco_v2",
-        "inat2021_sup",
-        "inat2021_sup_scratch",
-        "inat2021_mini_swav_1k",
-        "chestxray14",
-        "chexpert",
-        "imagenet_chestxray14",
-        "imagenet_chexpert",
+def grey_kernel(t: dict) -> torch.Tensor:
+    """The one-channel conv1 of a TorchXRayVision file, from the trunk ``t``'s kernel."""
+    return t["conv1.weight"].sum(dim=1, keepdim=True)
+
+
+def _torchxrayvision(t: dict) -> object:  # xrv.models.ResNet: plain state_dict, grey conv1
+    state = {**t, "conv1.weight": grey_kernel(t)}
+    return {**state, "fc.weight": torch.randn(18, 2048), "fc.bias": torch.randn(18)}
+
+
+def _moco_v2_head() -> dict[str, torch.Tensor]:
+    return {
+        "fc.0.weight": torch.randn(2048, 2048),
+        "fc.0.bias": torch.randn(2048),
+        "fc.2.weight": torch.randn(128, 2048),
+        "fc.2.bias": torch.randn(128),
     }
+
+
+#: Each publisher's exact layout (docs/study.md, "Checkpoint formats"), by format name.
+PUBLISHER_WRITERS = {
+    "torchvision": _torchvision,
+    "moco_v1": lambda t: _moco(
+        t, {"fc.weight": torch.randn(128, 2048), "fc.bias": torch.randn(128)}
+    ),
+    "moco_v2": lambda t: _moco(t, _moco_v2_head()),
+    "newt_supervised": _newt_supervised,
+    "newt_swav": _newt_swav,
+    "benchmark_transfer": _benchmark_transfer,
+    "benchmark_transfer_dataparallel": lambda t: _benchmark_transfer(t, "module."),
+    "torchxrayvision": _torchxrayvision,
+}
+FILE_SPECS = [spec for spec in REGISTRY.values() if spec.loads_file]
+
+
+def publisher_checkpoint(key: str, trunk: dict[str, torch.Tensor]) -> object:
+    """``trunk`` saved the way the publisher of ``key`` saved theirs."""
+    return PUBLISHER_WRITERS[get_spec(key).format.name](dict(trunk))
+
+
+def test_the_registry_holds_the_studys_ten_weights_and_the_baselines() -> None:
+    assert len(study_keys()) == 10
+    assert {"random", "file", "xrv_resnet50_res512_all"} <= set(REGISTRY)
     for spec in REGISTRY.values():
-        assert spec.file_name and spec.citation and spec.paper_name
-        assert spec.downloadable != spec.key.startswith("inat2021")
+        assert spec.paper_name and spec.description and spec.source
+        if spec.in_study:
+            assert spec.file_name and spec.citation
+            metrics = {"acc", "precision", "sensitivity", "f1", "specificity"}
+            assert set(spec.paper_results) == metrics
+    best = max(study_keys(), key=lambda k: REGISTRY[k].paper_results["acc"])
+    assert best == "inat2021_mini_swav_1k"
+    assert not REGISTRY["xrv_resnet50_res512_all"].in_study
 
 
-@pytest.mark.parametrize("key", [*REGISTRY, "random", "file"])
-def test_backbone_configs_match_the_registry(key: str) -> None:
-    import yaml
-
-    config = yaml.safe_load((CONF_DIR / "backbone" / f"{key}.yaml").read_text())
-    assert config["key"] == key
-    if key in REGISTRY:
-        assert tuple(config["mean"]) == REGISTRY[key].mean
-        assert tuple(config["std"]) == REGISTRY[key].std
+def test_every_format_in_the_registry_has_a_publisher_layout_in_the_tests() -> None:
+    assert {spec.format.name for spec in FILE_SPECS} == set(PUBLISHER_WRITERS)
 
 
-@pytest.mark.parametrize("key", list(REGISTRY))
+@pytest.mark.parametrize("spec", REGISTRY.values(), ids=list(REGISTRY))
+def test_backbone_options_come_from_the_registry(spec, tmp_path: Path, data_dir: Path) -> None:
+    overrides = [f"backbone={spec.key}"] + (["backbone.path=x.pth"] if spec.requires_path else [])
+    cfg = compose_config("train", overrides, tmp_path, data_dir)
+    assert cfg.backbone.key == spec.key
+    assert tuple(cfg.backbone.mean) == spec.mean and tuple(cfg.backbone.std) == spec.std
+    assert tuple(cfg.model.backbone.mean) == spec.mean  # the model owns the normalisation
+
+
+def test_one_file_names_each_weight() -> None:
+    """A weight lives in one place: its registry entry (conf/ and the code read it from there)."""
+    sources = [*(REPO_ROOT / "covidxr").rglob("*.py"), *CONF_DIR.rglob("*.yaml")]
+    for key in ("imagenet_chexpert", "inat2021_sup_scratch", "xrv_resnet50_res512_all"):
+        naming = [p for p in sources if key in p.read_text()]
+        assert naming == [REPO_ROOT / "covidxr" / "weights" / "registry.py"], key
+
+
+@pytest.mark.parametrize("key", [spec.key for spec in FILE_SPECS])
 def test_publisher_format_loads_exactly(key: str, source_state, tmp_path: Path, capsys) -> None:
-    path = tmp_path / get_spec(key).file_name
+    spec = get_spec(key)
+    if spec.format.input_channels == 1:  # what a grey-trained kernel spread over RGB looks like
+        spread = grey_kernel(source_state).repeat(1, 3, 1, 1) / 3
+        source_state = {**source_state, "conv1.weight": spread}
+    path = tmp_path / (spec.file_name or "local.pth")
     torch.save(publisher_checkpoint(key, source_state), path)
     assert weights_cli.main(["verify", key, "--file", str(path)]) == 0
     assert "all 318 ResNet50 backbone tensors" in capsys.readouterr().out
-    trunk = build_backbone(key, path=path)
-    loaded = trunk.state_dict()
+    loaded = build_backbone(key, path=path).state_dict()
     assert loaded.keys() == source_state.keys()
     for name, tensor in source_state.items():
-        if key == "imagenet" and name.endswith("num_batches_tracked"):
+        if spec.format.name == "torchvision" and name.endswith("num_batches_tracked"):
             assert int(loaded[name]) == 0  # absent from torchvision's file
+        elif name == "conv1.weight" and spec.format.input_channels == 1:
+            assert torch.allclose(loaded[name], tensor, atol=1e-6)
         else:
             assert torch.equal(loaded[name], tensor), name
+
+
+def test_a_grey_trunk_computes_the_publishers_function(source_state, tmp_path: Path) -> None:
+    """TorchXRayVision's one-channel network on grey x equals covidxr's trunk on x as RGB."""
+    from torchvision.models import resnet50
+
+    path = tmp_path / "xrv.pt"
+    torch.save(publisher_checkpoint("xrv_resnet50_res512_all", source_state), path)
+    publisher = resnet50(num_classes=18)
+    publisher.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    publisher.load_state_dict(torch.load(path, weights_only=True))
+    publisher.fc = torch.nn.Identity()
+    ours = build_backbone("xrv_resnet50_res512_all", path=path)
+    pixels = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    spec = get_spec("xrv_resnet50_res512_all")
+    xrv_input = (2 * (pixels.float() / 255) - 1) * 1024  # xrv.datasets.normalize(img, 255)
+    ours_input = NormalizeToRGB(spec.mean, spec.std)(pixels)
+    assert torch.allclose(ours_input[:, :1], xrv_input, atol=1e-3)
+    with torch.no_grad():
+        expected = publisher.eval()(xrv_input)
+        got = ours.eval()(ours_input)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_a_file_of_another_publisher_is_refused(source_state, tmp_path: Path) -> None:
     path = tmp_path / "moco.pth.tar"
     torch.save(publisher_checkpoint("moco_v2", source_state), path)
     with pytest.raises(WeightsError, match="does not fit a ResNet50 trunk"):
-        load_weights_file(resnet50_trunk(), get_spec("inat2021_mini_swav_1k"), path)
+        load_weights_file(resnet50_trunk(), get_spec("inat2021_mini_swav_1k").format, path)
+    plain = _save(tmp_path, source_state)
     with pytest.raises(WeightsError, match="expected a top-level 'state_dict'"):
-        load_weights_file(resnet50_trunk(), get_spec("moco_v1"), _save(tmp_path, source_state))
+        load_weights_file(resnet50_trunk(), get_spec("moco_v1").format, plain)
 
 
 def _save(folder: Path, obj: object, name: str = "plain.pth") -> Path:

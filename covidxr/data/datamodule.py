@@ -21,18 +21,16 @@ import torch.distributed as dist
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 
-from covidxr.config import to_builtin
 from covidxr.data.decode import read_gray
 from covidxr.data.index import KNOWN_CLASSES, DatasetIndex, Sample, build_index
 from covidxr.data.synthetic import ensure_phantoms
-from covidxr.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    NormalizeToRGB,
-    build_transform,
-)
+from covidxr.data.transforms import build_transform
+from covidxr.utils.config import to_builtin
 
 log = logging.getLogger(__name__)
+#: In the run folder: every image used and its split; unreadable images left out (skip_corrupt).
+SPLIT_FILE = "split.csv"
+DROPPED_FILE = "unreadable_images.csv"
 
 
 class XRayDataset(Dataset):
@@ -73,6 +71,9 @@ def _distributed() -> bool:
 class RadiographyDataModule(LightningDataModule):
     """Index, split and load the database; see the module docstring for batch size under DDP.
 
+    Loaders yield uint8 grey batches ``[B,1,H,W]``: the model normalises them on its device
+    (``XRayClassifier.on_after_batch_transfer``), with its backbone's mean/std.
+
     Args:
         root: the dataset folder, or a folder above it (where the Kaggle archive was unpacked).
         classes: 2 to 4 of COVID, Normal, Lung_Opacity, Viral Pneumonia; list order = label index.
@@ -84,8 +85,6 @@ class RadiographyDataModule(LightningDataModule):
         balance: subsample every class to the size of the smallest, as the reference study did.
         skip_corrupt: decode every image while indexing and drop (and log) unreadable ones.
         weighted_sampler: draw training batches with equal expected counts per class.
-        mean, std: input normalisation, normally the chosen backbone's; applied to whole batches
-            on the device by ``on_after_batch_transfer`` (loaders yield uint8 grey batches).
         train_augmentations: albumentations transforms applied to training images after resizing.
         output_dir: where ``split.csv`` is written (the run directory); None writes nothing.
     """
@@ -106,8 +105,6 @@ class RadiographyDataModule(LightningDataModule):
         balance: bool = False,
         skip_corrupt: bool = False,
         weighted_sampler: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         train_augmentations: Sequence[A.BasicTransform] = (),
         output_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -117,7 +114,6 @@ class RadiographyDataModule(LightningDataModule):
         self.root = Path(root)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.train_augmentations = list(train_augmentations)
-        self.normalize = NormalizeToRGB(mean, std)
         self.index: DatasetIndex | None = None
         self.datasets: dict[str, XRayDataset] = {}
 
@@ -153,8 +149,13 @@ class RadiographyDataModule(LightningDataModule):
                 skip_corrupt=hp.skip_corrupt,
             )
             if self.output_dir is not None:
-                path = self.index.write_split_csv(self.output_dir / "split.csv")
+                path = self.index.write_split_csv(self.output_dir / SPLIT_FILE)
                 log.info("Wrote the split to %s", path)
+                dropped = self.index.write_dropped_csv(self.output_dir / DROPPED_FILE)
+                if dropped is not None:
+                    log.warning(
+                        "%d unreadable image(s) left out: %s", len(self.index.dropped), dropped
+                    )
         eval_transform = self._transform(())
         for split in ("train", "val", "test"):
             transform = self._transform(self.train_augmentations) if split == "train" else None
@@ -172,23 +173,19 @@ class RadiographyDataModule(LightningDataModule):
         return self._loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        return self.eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.eval_loader("test")
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def eval_loader(self, split: str) -> DataLoader:
+        """Un-augmented, unshuffled batches of ``split``; each image once across processes."""
         dataset = self._dataset(split)
         sampler = UnpaddedDistributedSampler(dataset) if _distributed() else None
         return self._loader(dataset, sampler=sampler)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Turn the uint8 grey batch into the backbone's normalised 3-channel input, on device."""
-        images, labels = batch
-        return self.normalize.to(images.device)(images), labels
 
     def _transform(self, augmentations: Sequence[A.BasicTransform]) -> A.Compose:
         return build_transform(self.hparams.image_size, augmentations)

@@ -1,6 +1,6 @@
 """Find the images of the COVID-19 Radiography Database in any of its release layouts; split them.
 
-The database has shipped in three layouts (PAPER.md):
+The database has shipped in three layouts (docs/study.md):
 
 * ``current``: ``<Class>/images/<Class>-N.png`` beside ``<Class>/masks/`` and ``*.metadata.xlsx``;
 * ``flat``:    ``<Class>/<Class>-N.png`` (the release the reference study used);
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from covidxr.data.decode import scan_unreadable
+from covidxr.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class DatasetIndex:
     root: Path
     classes: tuple[str, ...]
     splits: dict[str, list[Sample]] = field(default_factory=dict)
+    #: ``(path, reason)`` of unreadable images left out (``skip_corrupt``)
     dropped: list[tuple[str, str]] = field(default_factory=list)
 
     def class_counts(self, split: str = "train") -> list[int]:
@@ -127,17 +129,23 @@ class DatasetIndex:
 
     def write_split_csv(self, path: str | os.PathLike) -> Path:
         """Write ``split.csv`` atomically (identical content from every DDP rank is harmless)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="") as fh:
+        with atomic_write(path) as fh:
             writer = csv.writer(fh)
             writer.writerow(SPLIT_COLUMNS)
             for split in SPLITS:
                 for s in self.splits.get(split, []):
                     writer.writerow([s.path, s.label, s.class_name, split])
-        os.replace(tmp, path)
-        return path
+        return Path(path)
+
+    def write_dropped_csv(self, path: str | os.PathLike) -> Path | None:
+        """``path,reason`` of every image left out as unreadable; None when there was none."""
+        if not self.dropped:
+            return None
+        with atomic_write(path) as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "reason"])
+            writer.writerows(self.dropped)
+        return Path(path)
 
 
 def _class_folder(path: Path) -> ClassFolder | None:

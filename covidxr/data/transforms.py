@@ -3,8 +3,8 @@
 Workers decode, resize and augment one grey uint8 channel and collate uint8 batches ``[B,1,H,W]``:
 twelve times fewer bytes to stack, pin and copy than three float channels. ``NormalizeToRGB`` then
 turns a batch into the backbone's input (three channels, its mean/std) on the device it was sent
-to, where that costs next to nothing. ``RadiographyDataModule.on_after_batch_transfer`` applies it,
-so a Trainer always sees normalised batches.
+to, where that costs next to nothing. ``XRayClassifier.on_after_batch_transfer`` applies it with
+the model's own mean/std, so a Trainer always sees normalised batches.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ import cv2
 import torch
 from albumentations.pytorch import ToTensorV2
 from torch import nn
-
-#: torchvision's ImageNet statistics, the default until a backbone supplies its own.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def build_transform(image_size: int, augmentations: Sequence[A.BasicTransform] = ()) -> A.Compose:

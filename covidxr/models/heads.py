@@ -8,7 +8,7 @@ HEADS = ("linear", "paper")
 
 
 def build_head(kind: str, in_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
-    """``linear``: dropout + linear. ``paper``: the reference study's MLP (PAPER.md)."""
+    """``linear``: dropout + linear. ``paper``: the reference study's MLP (docs/study.md)."""
     if kind == "linear":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
     if kind == "paper":

@@ -29,11 +29,6 @@ from torchmetrics.classification import (
 METRIC_NAMES = ("acc", "precision", "sensitivity", "specificity", "f1", "auroc")
 
 
-def positive_index(class_names: Sequence[str], positive: str | None = "COVID") -> int:
-    """The label of the positive class: ``positive`` if present, else label 1."""
-    return list(class_names).index(positive) if positive in class_names else 1
-
-
 def build_metrics(class_names: Sequence[str]) -> MetricCollection:
     """Metrics over ``(preds, target)`` as ``metric_inputs`` prepares them."""
     n = len(class_names)

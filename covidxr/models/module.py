@@ -1,10 +1,13 @@
-"""The ``LightningModule``: a ResNet50 trunk, a head, cross-entropy, and per-stage metrics."""
+"""The ``LightningModule``: a ResNet50 trunk, a head, cross-entropy, per-stage metrics, and the
+preprocessing that belongs to it (input size, normalisation, classes, positive class)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,26 +16,37 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from covidxr.config import to_builtin
 from covidxr.data.index import normalize_class_name
+from covidxr.data.transforms import NormalizeToRGB
+from covidxr.inference.preprocessing import THRESHOLD_KEY, Preprocessing, positive_index
 from covidxr.models.backbone import NUM_FEATURES, build_backbone
 from covidxr.models.heads import build_head
-from covidxr.models.metrics import build_metrics, metric_inputs, positive_index
+from covidxr.models.metrics import build_metrics, metric_inputs
+from covidxr.utils.config import to_builtin
+from covidxr.weights.registry import get_spec
 
 log = logging.getLogger(__name__)
 # Epoch metrics are torchmetrics values, already reduced over all processes when computed:
 # Lightning's advice to add sync_dist=True does not apply to them.
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting")
+# The model normalises batches by design (it owns its preprocessing); the data module does not.
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `Lightning")
 STAGES = ("train", "val", "test")
 
 
 class XRayClassifier(LightningModule):
     """ResNet50 fine-tuning for 2 to 4 chest X-ray classes.
 
+    Batches arrive as uint8 grey ``[B,1,H,W]``; ``on_after_batch_transfer`` normalises them on the
+    device with the backbone's mean/std, so ``forward`` takes normalised 3-channel input.
+
     Args:
         class_names: label order of the data module (``data.classes``).
-        backbone: the backbone config (key, path, mean, std, ...): where the trunk's weights come
-            from. ``pretrained=False`` skips loading them (the checkpoint overwrites them anyway).
+        image_size: the input side the model is trained at (``data.image_size``); recorded so
+            that eval, predict and export read it from the model.
+        backbone: the backbone config (key, path, mean, std): where the trunk's weights come from
+            and the input normalisation. ``pretrained=False`` skips loading the weights (a
+            checkpoint overwrites them anyway).
         head: ``linear`` (dropout + linear) or ``paper`` (the study's MLP).
         dropout: dropout before the linear head.
         class_weights: None, ``"auto"`` (inverse class frequency of the training split), or a
@@ -50,6 +64,7 @@ class XRayClassifier(LightningModule):
     def __init__(
         self,
         class_names: Sequence[str] = ("COVID", "Normal"),
+        image_size: int | None = None,
         backbone: Mapping[str, Any] | None = None,
         head: str = "linear",
         dropout: float = 0.0,
@@ -65,10 +80,11 @@ class XRayClassifier(LightningModule):
     ) -> None:
         super().__init__()
         class_names = [normalize_class_name(str(c)) for c in class_names]
-        backbone = to_builtin(backbone) or {"key": "random"}
+        backbone = to_builtin(backbone) or get_spec("random").config()
         self.save_hyperparameters(
             {
                 "class_names": class_names,
+                "image_size": image_size,
                 "backbone": backbone,
                 "head": head,
                 "dropout": dropout,
@@ -81,6 +97,7 @@ class XRayClassifier(LightningModule):
             }
         )
         self.optimizer_factory, self.scheduler_config = optimizer, scheduler
+        self.normalize = NormalizeToRGB(backbone["mean"], backbone["std"])
         self.backbone = build_backbone(**(backbone if pretrained else {"key": "random"}))
         self.head = build_head(head, NUM_FEATURES, len(class_names), dropout)
         if channels_last:
@@ -97,10 +114,43 @@ class XRayClassifier(LightningModule):
         self.val_acc_best = MaxMetric()
         #: the last epoch's confusion matrices (rows: true class), for reports and loggers.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
+        #: chosen on validation by ``covidxr-eval target_sensitivity=...``, kept in the checkpoint.
+        self.decision_threshold: float | None = None
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | os.PathLike) -> XRayClassifier:
+        """A trained model for inference: on the CPU, uncompiled, without fetching its backbone
+        weights (the checkpoint holds them). Loaded with ``weights_only=True``."""
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist.")
+        return cls.load_from_checkpoint(
+            ckpt_path, map_location=torch.device("cpu"), pretrained=False, compile=False
+        )
 
     @property
     def class_names(self) -> list[str]:
         return list(self.hparams.class_names)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Everything a consumer needs to feed this model and read its output."""
+        hp = self.hparams
+        if hp.image_size is None:
+            raise ValueError("The model records no image_size: build it with model.image_size.")
+        return Preprocessing(
+            image_size=int(hp.image_size),
+            mean=tuple(hp.backbone["mean"]),
+            std=tuple(hp.backbone["std"]),
+            class_names=tuple(self.class_names),
+            positive_class=hp.positive_class,
+            threshold=self.decision_threshold,
+        )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 grey ``[B,1,H,W]`` -> the backbone's normalised 3-channel input, on the device."""
+        images, *rest = batch if isinstance(batch, list | tuple) else (batch,)
+        images = self.normalize(images)
+        return (images, *rest) if rest else images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -154,6 +204,7 @@ class XRayClassifier(LightningModule):
         return self._step(batch, "test", outputs=True)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Class probabilities of a (normalised) batch, with or without labels."""
         images = batch[0] if isinstance(batch, list | tuple) else batch
         return self(images).float().softmax(dim=1)
 
@@ -186,6 +237,17 @@ class XRayClassifier(LightningModule):
         if datamodule is not None:
             kind = type(datamodule)
             checkpoint["datamodule_class"] = f"{kind.__module__}.{kind.__qualname__}"
+        if self.decision_threshold is not None:
+            checkpoint[THRESHOLD_KEY] = self.decision_threshold
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The decision threshold, and the input size of checkpoints written before 0.2 (when
+        it was recorded by the data module only)."""
+        self.decision_threshold = checkpoint.get(THRESHOLD_KEY)
+        if self.hparams.get("image_size") is None:
+            data = checkpoint.get("datamodule_hyper_parameters") or {}
+            if "image_size" in data:
+                self.hparams.image_size = int(data["image_size"])
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters only: the head's, then the backbone's at its own rate."""

@@ -1,0 +1,25 @@
+"""``covidxr-export``: a checkpoint as ONNX or TorchScript, with its preprocessing beside it.
+
+covidxr-export ckpt_path=<run>/checkpoints/best.ckpt format=onnx output=model.onnx
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from covidxr.inference.export import export
+from covidxr.inference.preprocessing import sidecar
+from covidxr.paths import CONF_DIR
+from covidxr.utils.config import register_configs
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
+def main(cfg: DictConfig) -> None:
+    path = export(cfg.ckpt_path, cfg.format, cfg.output, cfg.opset)
+    print(f"Wrote {path} and {sidecar(path)}")
+
+
+register_configs()
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""``covidxr-train``: compose data, model, callbacks, loggers and Trainer; fit; test the best model.
+
+covidxr-train                                   # defaults: synthetic phantoms, random init
+covidxr-train experiment=paper                  # the reference study's recipe, real data
+covidxr-train -m optimizer.lr=1e-3,1e-4         # a sweep (Hydra multirun)
+covidxr-train ckpt_path=<run>/checkpoints/last.ckpt   # resume, same split
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from covidxr.data.datamodule import SPLIT_FILE
+from covidxr.paths import CONF_DIR, checkpoint_run_dir
+from covidxr.reporting.run import test_and_report
+from covidxr.utils.config import register_configs
+from covidxr.utils.runner import (
+    build_trainer,
+    log_hyperparameters,
+    output_dir,
+    route_ddp_children_to_this_job,
+    task_wrapper,
+)
+
+log = logging.getLogger(__name__)
+
+
+def reuse_split_when_resuming(cfg: DictConfig) -> None:
+    """Resuming from ``<run>/checkpoints/*.ckpt`` keeps that run's split unless one is given."""
+    if not cfg.get("ckpt_path") or cfg.data.get("split_file"):
+        return
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt} does not exist: give a run's last.ckpt.")
+    split = checkpoint_run_dir(ckpt) / SPLIT_FILE
+    if split.is_file():
+        with open_dict(cfg):
+            cfg.data.split_file = str(split)
+        log.info("Resuming with the split of the original run: %s", split)
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test one configuration; returns every logged metric as floats."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    reuse_split_when_resuming(cfg)
+    route_ddp_children_to_this_job()
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model, _convert_="object")
+    trainer = build_trainer(cfg)
+    log_hyperparameters(cfg, model, trainer)
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = dict(trainer.callback_metrics)
+    if not cfg.get("test", True):
+        return test_and_report(
+            trainer, model, datamodule, None, output_dir(), fit_metrics, test=False
+        )
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        log.warning("No best checkpoint was saved: testing the current weights.")
+    return test_and_report(trainer, model, datamodule, best or None, output_dir(), fit_metrics)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if name and name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; choose one of {sorted(metrics)}")
+    return metrics.get(name) if name else None
+
+
+register_configs()
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Using a trained model: its preprocessing, predictors (checkpoint, ONNX), export, Grad-CAM."""

@@ -1,0 +1,50 @@
+"""A checkpoint as ONNX or TorchScript, with its preprocessing beside it (``covidxr-export``).
+
+The exported function takes uint8 grey images ``[B,1,S,S]`` (resize only, as covidxr-predict
+does) and returns class probabilities; normalisation and the copy to three channels are inside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from covidxr.inference.predictors import TorchPredictor
+from covidxr.inference.preprocessing import sidecar
+
+log = logging.getLogger(__name__)
+FORMATS = ("onnx", "torchscript")
+
+
+def export(
+    ckpt_path: str | os.PathLike, fmt: str, output: str | os.PathLike, opset: int = 17
+) -> Path:
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r}: choose one of {FORMATS}.")
+    predictor = TorchPredictor.from_checkpoint(ckpt_path)
+    module, prep = predictor.module, predictor.preprocessing
+    example = torch.zeros(2, 1, prep.image_size, prep.image_size, dtype=torch.uint8)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input check is traced away
+        if fmt == "onnx":
+            torch.onnx.export(
+                module,
+                (example,),
+                str(output),
+                input_names=["image"],
+                output_names=["probs"],
+                dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        else:
+            torch.jit.save(torch.jit.trace(module, example), str(output))
+    prep.write(sidecar(output))
+    log.info("Exported %s to %s (+ %s)", ckpt_path, output, sidecar(output).name)
+    return output

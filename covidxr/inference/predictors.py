@@ -1,0 +1,137 @@
+"""Scoring new X-rays with a trained model: the model's own preprocessing, any input files.
+
+The preprocessing (input size, mean/std, class names, decision threshold) is the model's
+(``XRayClassifier.preprocessing``), or the JSON written beside an exported model.
+``ExportedClassifier`` is the whole path from uint8 grey pixels to class probabilities, so the
+PyTorch checkpoint, the ONNX file and the TorchScript file all compute the same function.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    from covidxr.models.module import XRayClassifier
+
+from covidxr.data.decode import UnreadableImageError, read_gray
+from covidxr.data.index import natural_key
+from covidxr.data.transforms import NormalizeToRGB, build_transform
+from covidxr.inference.preprocessing import Preprocessing, sidecar
+
+
+class ExportedClassifier(nn.Module):
+    """uint8 grey batch ``[B,1,H,W]`` -> class probabilities ``[B,C]``."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.normalize = NormalizeToRGB(preprocessing.mean, preprocessing.std)
+        # The plain modules, not the LightningModule: tracing must not touch trainer state.
+        self.backbone, self.head = model.backbone, model.head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.normalize(images))).float().softmax(dim=1)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files, folders (every non-hidden file below, recursively) and glob patterns, in order."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = (p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files.extend(sorted(found, key=lambda p: natural_key(str(p))))
+        elif path.is_file():
+            files.append(path)
+        else:
+            matches = sorted(glob.glob(str(path), recursive=True), key=natural_key)
+            if not matches:
+                raise FileNotFoundError(f"Input {item} is not a file, folder or matching glob.")
+            files.extend(Path(m) for m in matches if Path(m).is_file())
+    return list(dict.fromkeys(files))
+
+
+class ImageFiles(Dataset):
+    """``(uint8 [1,S,S], index, error)``: an unreadable file yields zeros and its error."""
+
+    def __init__(self, files: Sequence[Path], image_size: int) -> None:
+        self.files, self.image_size = list(files), image_size
+        self.transform = build_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            image = self.transform(image=read_gray(self.files[index]))["image"]
+            return image, index, ""
+        except UnreadableImageError as exc:
+            return (
+                torch.zeros(1, self.image_size, self.image_size, dtype=torch.uint8),
+                index,
+                exc.reason,
+            )
+
+
+def batches(
+    files: Sequence[Path], image_size: int, batch_size: int = 32, num_workers: int = 0
+) -> Iterator[tuple[torch.Tensor, list[int], list[str]]]:
+    loader = DataLoader(
+        ImageFiles(files, image_size), batch_size=batch_size, num_workers=num_workers
+    )
+    for images, indices, errors in loader:
+        yield images, indices.tolist(), list(errors)
+
+
+class TorchPredictor:
+    """A covidxr model and its preprocessing, on the CPU or a GPU."""
+
+    def __init__(self, model: XRayClassifier, device: str = "cpu") -> None:
+        self.preprocessing = model.preprocessing
+        self.device = torch.device(device)
+        self.module = ExportedClassifier(model, self.preprocessing).eval().to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | os.PathLike, device: str = "cpu") -> TorchPredictor:
+        from covidxr.models.module import XRayClassifier
+
+        return cls(XRayClassifier.from_checkpoint(ckpt_path), device)
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return self.module(images.to(self.device)).cpu().numpy()
+
+
+class OnnxPredictor:
+    """An exported ONNX file and the preprocessing JSON beside it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import onnxruntime
+
+        self.preprocessing = Preprocessing.read(sidecar(path))
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {"image": images.numpy()})[0]
+
+
+def load_predictor(path: str | os.PathLike, device: str = "cpu") -> TorchPredictor | OnnxPredictor:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path} does not exist.")
+    if path.suffix == ".onnx":
+        if not sidecar(path).is_file():
+            raise FileNotFoundError(
+                f"{sidecar(path)} is missing: covidxr-export writes it beside the ONNX file; it "
+                "records the input size, mean/std and class names."
+            )
+        return OnnxPredictor(path)
+    return TorchPredictor.from_checkpoint(path, device)

@@ -1,0 +1,65 @@
+"""What turns an image file into a model's input and its output into a label.
+
+A trained model owns these settings (``XRayClassifier.preprocessing``, from its hyper-parameters);
+an exported model carries them in a JSON file beside it. No consumer re-types them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from covidxr.utils.io import atomic_write
+
+#: Where a checkpoint keeps the decision threshold chosen on validation (covidxr-eval).
+THRESHOLD_KEY = "decision_threshold"
+
+
+def positive_index(class_names: Sequence[str], positive: str | None = "COVID") -> int:
+    """The label of the positive class of binary metrics: ``positive`` if present, else 1."""
+    names = list(class_names)
+    return names.index(positive) if positive in names else 1
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input size, normalisation, class names and the decision rule of one model."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    positive_class: str = "COVID"
+    threshold: float | None = None  # two classes: p(positive) >= threshold -> positive
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Preprocessing:
+        fields = json.loads(Path(path).read_text())
+        return cls(**{**fields, **{k: tuple(fields[k]) for k in ("mean", "std", "class_names")}})
+
+    def write(self, path: str | os.PathLike) -> Path:
+        with atomic_write(path) as fh:
+            fh.write(json.dumps(asdict(self), indent=2) + "\n")
+        return Path(path)
+
+    @property
+    def positive_index(self) -> int:
+        return positive_index(self.class_names, self.positive_class)
+
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Predicted label per row: argmax, or for two classes the positive class's threshold."""
+        threshold = threshold if threshold is not None else self.threshold
+        if len(self.class_names) != 2 or threshold is None:
+            return probs.argmax(axis=1)
+        positive = self.positive_index
+        return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+
+
+def sidecar(model_path: str | os.PathLike) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``: the preprocessing recorded beside a model file."""
+    return Path(f"{model_path}.json")

@@ -1,0 +1,139 @@
+"""What a W&B run shows after testing: confusion matrix, ROC and PR curves, per-class metrics,
+and a table of test predictions with their images, mistakes first."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import cv2
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics.functional.classification import (
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_precision_recall_curve,
+    multiclass_recall,
+    multiclass_roc,
+    multiclass_specificity,
+)
+
+from covidxr.data.decode import read_gray
+from covidxr.reporting.run import write_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+
+def per_class_rows(probs: torch.Tensor, targets: torch.Tensor, names: list[str]) -> list[list]:
+    """precision, sensitivity, specificity, F1 and support per class (torchmetrics, one vs rest)."""
+    n, predicted = len(names), probs.argmax(1)
+    columns = [
+        function(predicted, targets, n, average=None).tolist()
+        for function in (
+            multiclass_precision,
+            multiclass_recall,
+            multiclass_specificity,
+            multiclass_f1_score,
+        )
+    ]
+    support = torch.bincount(targets, minlength=n).tolist()
+    return [
+        [name, *values, count]
+        for name, *values, count in zip(names, *columns, support, strict=True)
+    ]
+
+
+class WandbTestReport(Callback):
+    """Collects test predictions and logs the plots and tables to every ``WandbLogger``.
+
+    Predictions are gathered in one process; under DDP rank 0 reports its own shard only.
+    """
+
+    def __init__(self, max_table_rows: int = 256, thumbnail: int = 128) -> None:
+        self.max_table_rows, self.thumbnail = max_table_rows, thumbnail
+        self.probs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.probs, self.targets = [], []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.probs.append(outputs["probs"].detach().cpu())
+        self.targets.append(outputs["target"].detach().cpu())
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """After the module has computed its test metrics and confusion matrix."""
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or not trainer.is_global_zero or not self.probs:
+            return
+        import wandb
+
+        probs, targets = torch.cat(self.probs), torch.cat(self.targets)
+        names = pl_module.class_names
+        matrix = pl_module.confusion_matrices["test"]
+        fpr, tpr, _ = multiclass_roc(probs, targets, len(names), thresholds=200)
+        precision, recall, _ = multiclass_precision_recall_curve(
+            probs, targets, len(names), thresholds=200
+        )
+        payload = {
+            "test/confusion_matrix": wandb.plot.confusion_matrix(
+                y_true=targets.tolist(), preds=probs.argmax(1).tolist(), class_names=names
+            ),
+            "test/roc": wandb.plot.line_series(
+                xs=[x.tolist() for x in fpr],
+                ys=[y.tolist() for y in tpr],
+                keys=names,
+                title="ROC (one class vs rest)",
+                xname="false positive rate",
+            ),
+            "test/pr": wandb.plot.line_series(
+                xs=[x.tolist() for x in recall],
+                ys=[y.tolist() for y in precision],
+                keys=names,
+                title="Precision-recall (one class vs rest)",
+                xname="recall",
+            ),
+            "test/per_class": wandb.Table(
+                columns=["class", "precision", "sensitivity", "specificity", "f1", "support"],
+                data=per_class_rows(probs, targets, names),
+            ),
+            "test/predictions": self._predictions_table(trainer, probs, targets, names),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            _, png = write_confusion_matrix(tmp, matrix, names, "confusion_matrix_test")
+            payload["test/confusion_matrix_image"] = wandb.Image(str(png))
+            for logger in loggers:
+                logger.experiment.log(payload)
+
+    def _predictions_table(self, trainer: Trainer, probs, targets, names: list[str]):
+        import wandb
+
+        dataset = trainer.datamodule.datasets["test"] if trainer.datamodule else None
+        columns = ["path", "image", "true", "predicted", "correct", *[f"p({n})" for n in names]]
+        predicted = probs.argmax(1)
+        confidence = probs.max(1).values
+        # Mistakes first, the most confident mistakes at the top.
+        order = sorted(
+            range(len(targets)),
+            key=lambda i: (bool(predicted[i] == targets[i]), -float(confidence[i])),
+        )[: self.max_table_rows]
+        rows = []
+        for i in order:
+            path = dataset.samples[i].path if dataset is not None else str(i)
+            image = None
+            if dataset is not None:
+                pixels = read_gray(Path(dataset.root) / path)
+                image = wandb.Image(cv2.resize(pixels, (self.thumbnail, self.thumbnail)))
+            rows.append(
+                [
+                    path,
+                    image,
+                    names[int(targets[i])],
+                    names[int(predicted[i])],
+                    bool(predicted[i] == targets[i]),
+                    *[round(float(p), 4) for p in probs[i]],
+                ]
+            )
+        return wandb.Table(columns=columns, data=rows)

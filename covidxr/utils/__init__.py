@@ -1,0 +1,1 @@
+"""Shared plumbing: Hydra config helpers, the job runner, environment defaults, atomic writes."""

@@ -1,0 +1,79 @@
+"""Hydra and OmegaConf set-up shared by every entry point, and config helpers for library code.
+
+``register_configs()`` runs on import: the ``backbone`` config group comes from the weights
+registry (Hydra's ConfigStore, one entry per weight), and the resolvers below exist before any
+config is composed, in an app, a test or a notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+from hydra.core.config_store import ConfigStore
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from covidxr.paths import CONF_DIR
+from covidxr.utils.env import data_dir, wandb_offline
+from covidxr.weights.registry import REGISTRY, study_keys
+
+
+def to_builtin(value: Any) -> Any:
+    """OmegaConf containers, tuples and paths to plain Python, recursively.
+
+    Hyperparameters stored in checkpoints must be builtins so that ``torch.load(weights_only=True)``
+    can read them back.
+    """
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {str(k): to_builtin(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_builtin(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def load_augmentations(name: str = "default") -> list[A.BasicTransform]:
+    """Instantiate the training transforms of ``conf/augment/<name>.yaml``."""
+    path = CONF_DIR / "augment" / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"No augmentation config {path}; choose one of {choices}.")
+    return list(instantiate(OmegaConf.load(path).train))
+
+
+def run_group(default: str) -> str:
+    """The multirun's folder name inside a sweep (so its jobs group together), else ``default``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return default
+
+
+RESOLVERS = {
+    "uid": lambda: secrets.token_hex(3),  # a short random id, cached: run folders never collide
+    "wandb_offline": wandb_offline,
+    "run_group": run_group,
+    "append": lambda items, item: [*items, item],
+    "data_dir": data_dir,  # ${data_dir:default}: COVIDXR_DATA_DIR, else the default
+    "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
+}
+
+
+def register_configs() -> None:
+    """Resolvers, and one ``backbone/<key>`` config per registry entry (idempotent)."""
+    for name, function in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function, use_cache=name == "uid")
+    store = ConfigStore.instance()
+    for spec in REGISTRY.values():
+        store.store(group="backbone", name=spec.key, node=spec.config())

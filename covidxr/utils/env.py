@@ -1,0 +1,57 @@
+"""Every environment variable covidxr reads, with its default, in one place.
+
+| variable | default | meaning |
+|---|---|---|
+| ``COVIDXR_DATA_DIR`` | ``<cwd>/data`` | where the configs look for datasets (``paths.data_dir``) |
+| ``COVIDXR_WEIGHTS_DIR`` | ``~/.cache/covidxr/weights`` | the pretrained weights cache |
+| ``COVIDXR_DOWNLOAD_TIMEOUT`` | ``30`` | seconds a download may stall before it gives up |
+| ``COVIDXR_REAL_DATA`` | ``../shared/data/covid-radiography-224`` | real X-rays (tests, bench) |
+| ``NO_ALBUMENTATIONS_UPDATE`` | ``1`` | albumentations does not look for updates (offline) |
+| ``WANDB_MODE`` | unset | W&B runs offline unless an API key is configured |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from covidxr.paths import REPO_ROOT
+
+#: Set for this process unless the user set them: covidxr works offline by default.
+PROCESS_DEFAULTS = {"NO_ALBUMENTATIONS_UPDATE": "1"}
+DEFAULT_REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "covid-radiography-224"
+
+
+def apply_process_defaults() -> None:
+    for name, value in PROCESS_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def data_dir(default: str | os.PathLike) -> str:
+    return os.environ.get("COVIDXR_DATA_DIR") or str(default)
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get("COVIDXR_WEIGHTS_DIR", "~/.cache/covidxr/weights")).expanduser()
+
+
+def download_timeout() -> float:
+    """Seconds a connection or a single read may stall before a download gives up."""
+    return float(os.environ.get("COVIDXR_DOWNLOAD_TIMEOUT", "30"))
+
+
+def real_data_dir() -> Path | None:
+    """The real test set (``COVIDXR_REAL_DATA`` or the checkout's neighbour), or None if absent."""
+    path = Path(os.environ.get("COVIDXR_REAL_DATA", DEFAULT_REAL_DATA))
+    return path if path.is_dir() else None
+
+
+def wandb_offline() -> bool:
+    """W&B runs offline unless an API key is configured (or WANDB_MODE says otherwise)."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode:
+        return mode in ("offline", "dryrun", "disabled")
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))

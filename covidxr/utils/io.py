@@ -1,0 +1,46 @@
+"""Atomic writes: a reader never sees half a file, and an old file survives a crash mid-write."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed onto it when the block ends without error.
+
+    For writers that want a path (``torch.save``, ``shutil.copyfile``, a download); on error the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """``open(path, mode)`` that only replaces ``path`` once the whole file is written."""
+    if "newline" not in open_kwargs and "b" not in mode:
+        open_kwargs["newline"] = ""
+    with atomic_path(path) as tmp, tmp.open(mode, **open_kwargs) as fh:
+        yield fh
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, object]) -> Path:
+    """Write JSON atomically (NaN allowed: a metric that could not be computed)."""
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    return Path(path)

@@ -1,0 +1,172 @@
+"""What every Hydra entry point shares: building callbacks and loggers, job bookkeeping, DDP."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from covidxr.reporting.run import FAILED_FILE
+from covidxr.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a dict group (callbacks, loggers).
+
+    Entries set to null are skipped, so ``callbacks.early_stopping=null`` turns one off.
+    """
+    if not group:
+        return []
+    if not isinstance(group, DictConfig):
+        raise TypeError(f"The {kind} config must be a dict of named entries, got {group!r}")
+    objects = []
+    for name, entry in group.items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            log.info("Instantiating %s %s <%s>", kind, name, entry._target_)
+            objects.append(instantiate(entry))
+    return objects
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    return instantiate_group(cfg, "callback")
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return instantiate_group(cfg, "logger")
+
+
+def build_trainer(cfg: DictConfig) -> Trainer:
+    """The ``trainer`` config with the ``callbacks`` and ``logger`` groups' objects."""
+    loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``: one column per setting in every logger."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out |= flatten(value, f"{prefix}{key}/")
+        return out
+    return {prefix.rstrip("/"): tree}
+
+
+@rank_zero_only
+def log_hyperparameters(cfg: DictConfig, model: LightningModule, trainer: Trainer) -> None:
+    """Send the whole resolved config, flattened, and parameter counts to every logger."""
+    if not trainer.loggers:
+        return
+    hparams = flatten(OmegaConf.to_container(cfg, resolve=True))
+    hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
+    hparams["model/params/trainable"] = sum(
+        p.numel() for p in model.parameters() if p.requires_grad
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+
+
+def output_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+@contextlib.contextmanager
+def isolated_job() -> Iterator[None]:
+    """Leave no DDP state behind a job, so the next job of a multirun can launch its own.
+
+    Lightning's launcher exports MASTER_PORT, LOCAL_RANK, WORLD_SIZE, ... into this process and
+    keeps the process group open; the next job would then believe its ranks already exist.
+    """
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)
+
+
+def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
+    """Run one job; on failure, leave ``failed.json`` in its run directory, log, and re-raise.
+
+    In a Hydra multirun the other jobs still run (Hydra reports the failure at the end) and
+    ``covidxr-report`` shows the failed job instead of silently missing it. Loggers that keep
+    a process-wide run (W&B) are closed either way, so the next job starts its own.
+    """
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> dict[str, float]:
+        try:
+            with isolated_job():
+                return task(cfg)
+        except Exception as exc:
+            if rank_zero_only.rank == 0 and HydraConfig.initialized():
+                write_json(
+                    output_dir() / FAILED_FILE,
+                    {
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(),
+                        "overrides": list(HydraConfig.get().overrides.task),
+                    },
+                )
+            log.exception("Job failed")
+            raise
+        finally:
+            if "wandb" in sys.modules:
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.finish()
+
+    return wrapped
+
+
+def _job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
+    """How Lightning's DDP launcher starts ranks > 0: re-run *this job's* saved config.
+
+    Lightning re-runs ``sys.argv``, which inside a multirun (``-m a=1,2``) starts a whole new sweep
+    in every child and points it at the wrong folder. Each job saves its composed config in
+    ``<run>/.hydra/config.yaml``; children load exactly that, in the same run directory.
+    """
+    from hydra.utils import get_original_cwd
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    command = [
+        sys.executable,
+        "-m",
+        "covidxr.cli.train",
+        f"--config-path={run_dir / hydra_cfg.output_subdir}",
+        "--config-name=config",
+        f"hydra.run.dir={run_dir}",
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
+    return command, get_original_cwd()
+
+
+def route_ddp_children_to_this_job() -> None:
+    """Make DDP children of this job run its saved config (no-op when none is saved)."""
+    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
+        return
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = _job_subprocess_cmd

@@ -1,0 +1,1 @@
+"""Pretrained weights: the registry (one entry of data per weight), the cache, format adapters."""
