@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach wandb.ai
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -78,3 +79,30 @@ def compose_config(
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One ``paths.data_dir`` for the session, so synthetic phantoms are generated once."""
     return tmp_path_factory.mktemp("data")
+
+
+#: What the suite's runs write that is large: checkpoints and exported models.
+LARGE_OUTPUTS = ("*.ckpt", "*.onnx", "*.pt", "*.pth", "*.tar")
+
+
+def remove_large_outputs(folder: Path) -> None:
+    for pattern in LARGE_OUTPUTS:
+        for path in folder.rglob(pattern):
+            path.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _small_footprint(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test's checkpoints are deleted when it ends (pytest keeps three runs' temp folders)."""
+    uses_tmp = "tmp_path" in request.fixturenames
+    folder = request.getfixturevalue("tmp_path") if uses_tmp else None
+    yield
+    if folder is not None:
+        remove_large_outputs(folder)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Module- and session-scoped runs' checkpoints too, once every test is done."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and factory._basetemp is not None:
+        remove_large_outputs(factory.getbasetemp())

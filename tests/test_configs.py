@@ -47,8 +47,10 @@ def test_callback_and_logger_configs_instantiate(
     for name in options(group):
         cfg = compose_config("train", [f"{group}={name}"], tmp_path, data_dir)
         build = instantiate_callbacks if group == "callbacks" else instantiate_loggers
+        entries = {k: v for k, v in (cfg[group] or {}).items() if k != "step_seed"}
         objects = build(cfg[group])
-        assert (len(objects) > 0) == (name != "none"), name
+        assert (len(entries) > 0) == (name != "none"), name
+        assert len(objects) == len([v for v in entries.values() if v]) + (group == "callbacks")
 
 
 @pytest.mark.parametrize(
@@ -108,7 +110,8 @@ def test_debug_modes_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.data.num_workers == 0
     assert not cfg.get("logger")
-    assert list(cfg.callbacks) == ["finetune"]  # no checkpoints, but the recipe's scheme stays
+    # no checkpoints, but the recipe's scheme and the per-epoch seeding stay
+    assert sorted(cfg.callbacks) == ["finetune", "step_seed"]
 
 
 def test_wandb_logger_brings_its_report_callback(tmp_path: Path, data_dir: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from covidxr.data.datamodule import RadiographyDataModule, SyntheticDataModule
+from covidxr.data.index import DatasetError
 from covidxr.data.synthetic import MANIFEST
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.utils.config import load_augmentations
@@ -156,7 +157,7 @@ def test_synthetic_module_generates_once_and_protects_other_folders(tmp_path: Pa
     other = tmp_path / "mine"
     (other / "notes.txt").parent.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="refusing"):
+    with pytest.raises(DatasetError, match="refusing"):
         SyntheticDataModule(other, per_class=2).setup()
     assert (other / "notes.txt").read_text() == "keep me"
     assert (root / MANIFEST).is_file()

@@ -10,10 +10,12 @@ import cv2
 import numpy as np
 import pytest
 from conftest import write_png
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from covidxr.data.datamodule import RadiographyDataModule
 from covidxr.data.decode import UnreadableImageError, read_gray, scan_unreadable
-from covidxr.data.index import build_index
+from covidxr.data.index import DatasetError, build_index
 
 
 def test_8bit_grey_png_is_read_unchanged(tmp_path: Path) -> None:
@@ -106,3 +108,97 @@ def test_without_skip_corrupt_the_loader_names_the_bad_file(tmp_path: Path) -> N
     with pytest.raises(UnreadableImageError, match=re.escape(str(bad))):
         for _ in dm.train_dataloader():
             pass
+
+
+def test_verify_names_every_unreadable_file_of_every_split_up_front(tmp_path: Path) -> None:
+    bad = _dataset_with_bad_file(tmp_path)
+    other = tmp_path / "Normal" / "images" / "Normal-2.png"
+    other.write_bytes(b"")
+    dm = RadiographyDataModule(tmp_path, image_size=32, verify=True)
+    with pytest.raises(DatasetError) as err:
+        dm.setup("fit")  # before any loader: val and test images are checked too
+    message = str(err.value)
+    assert "2 unreadable" in message and "COVID/images/COVID-3.png" in message
+    assert "Normal/images/Normal-2.png" in message and "data.skip_corrupt=true" in message
+    assert bad.is_file()  # nothing is deleted
+
+
+def test_skip_corrupt_records_the_dropped_files_in_the_run_folder(tmp_path: Path) -> None:
+    _dataset_with_bad_file(tmp_path / "data")
+    run = tmp_path / "run"
+    dm = RadiographyDataModule(tmp_path / "data", image_size=32, skip_corrupt=True, output_dir=run)
+    dm.setup("fit")
+    rows = (run / "unreadable_images.csv").read_text().splitlines()
+    assert rows[0] == "path,reason" and rows[1].startswith("COVID/images/COVID-3.png,")
+    # A saved split keeps its assignments; the unreadable file is left out of it too.
+    reused = build_index(tmp_path / "data", split_file=run / "split.csv", skip_corrupt=True)
+    assert sum(len(v) for v in reused.splits.values()) == 11
+
+
+@pytest.mark.parametrize(
+    ("side", "message"), [(12_000, "12,000 x 12,000 pixels"), (20_000, "too many pixels")]
+)
+def test_decompression_bomb_is_refused_before_decoding(
+    side: int, message: str, tmp_path: Path
+) -> None:
+    """A tiny PNG whose header claims side x side pixels (144 or 400 MB once decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (side + 1) * 16)  # a few rows: the rest would be generated
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+    with pytest.raises(UnreadableImageError, match=f"{message}.* over the limit of 100,000,000"):
+        read_gray(bomb)
+
+
+VALID = {}
+
+
+def _valid_bytes(kind: str) -> bytes:
+    if kind not in VALID:
+        image = (np.arange(48 * 40) % 251).astype(np.uint8).reshape(48, 40)
+        ok, encoded = cv2.imencode(f".{kind}", image)
+        assert ok
+        VALID[kind] = encoded.tobytes()
+    return VALID[kind]
+
+
+@st.composite
+def hostile_bytes(draw) -> bytes:
+    """Random bytes, or a valid PNG/JPEG with bytes flipped, cut off, or inserted."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=2048))
+    data = bytearray(_valid_bytes(draw(st.sampled_from(["png", "jpg"]))))
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip":
+            data[position] = draw(st.integers(0, 255))
+        elif action == "cut":
+            del data[position:]
+            if not data:
+                break
+        else:
+            data[position:position] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_bytes())
+def test_hostile_bytes_give_an_image_or_our_own_error(tmp_path_factory, data: bytes) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "x.png"
+    path.write_bytes(data)
+    try:
+        image = read_gray(path)
+    except UnreadableImageError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert image.dtype == np.uint8 and image.ndim == 2 and image.size > 0

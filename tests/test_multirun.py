@@ -16,11 +16,10 @@ import pytest
 import yaml
 
 
-def run_cli(args: list[str], data_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "COVIDXR_DATA_DIR": str(data_dir),
-    }
+def run_cli(
+    args: list[str], data_dir: Path, cwd: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COVIDXR_DATA_DIR": str(data_dir), **(extra_env or {})}
     return subprocess.run(
         [sys.executable, "-m", "covidxr.cli.train", *args],
         cwd=cwd,
@@ -71,9 +70,8 @@ def test_sweep_over_learning_rates_survives_a_failing_job(tmp_path: Path, data_d
 
 def test_ddp_with_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(
-        ["experiment=smoke", "trainer=ddp_sim", f"hydra.run.dir={run_dir}"], data_dir, tmp_path
-    )
+    overrides = ["experiment=smoke", "trainer=ddp_sim", "logger=wandb", f"hydra.run.dir={run_dir}"]
+    result = run_cli(overrides, data_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran in this folder
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -84,6 +82,15 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
         line.endswith(",test") for line in (run_dir / "split.csv").read_text().splitlines()
     )
     assert counted == test_images  # each test image once: no DistributedSampler padding
+    # The W&B predictions table pairs every prediction with its own file, from both ranks.
+    (table_file,) = (run_dir / "wandb").glob("offline-run-*/files/media/table/test/predictions*")
+    table = json.loads(table_file.read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    classes = dict(
+        line.split(",")[0::2] for line in (run_dir / "split.csv").read_text().split()[1:]
+    )
+    assert len(rows) == test_images
+    assert all(row["true"] == classes[row["path"]] for row in rows)
 
 
 def test_sweep_over_two_weight_files_and_two_finetuning_schemes(

@@ -184,3 +184,25 @@ def test_overlays_of_same_named_inputs_do_not_collide(tmp_path: Path) -> None:
         cam / "b" / "scan.cam.png",
         cam / "b" / "c.cam.png",
     ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["threshold=1.5"], "threshold=1.5: give a probability in [0, 1]"),
+        (["inputs=[{empty}]"], "holds no files"),
+    ],
+)
+def test_predict_refuses_bad_thresholds_and_empty_inputs(
+    overrides: list[str], message: str, run: Path, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    given = [o.format(empty=empty) for o in overrides]
+    defaults = [f"ckpt_path={run / 'checkpoints/best.ckpt'}", f"inputs=[{run}]"]
+    cfg = compose_config("predict", [*defaults, *given], tmp_path, data_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        predict_app.main(cfg)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "predictions.csv").exists()

@@ -194,3 +194,56 @@ def test_compiled_models_keep_checkpoints_loadable() -> None:
     compiled, plain = XRayClassifier(compile=True), XRayClassifier()
     assert compiled.state_dict().keys() == plain.state_dict().keys()
     plain.load_state_dict(compiled.state_dict())
+
+
+def test_train_false_tests_the_given_checkpoint(
+    smoke_run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    best = smoke_run / "checkpoints" / "best.ckpt"
+    overrides = [*SMOKE, "train=false", f"ckpt_path={best}"]
+    metrics = train(compose_config("train", overrides, tmp_path, data_dir))
+    trained = read_metrics(smoke_run)
+    assert metrics["test/acc"] == pytest.approx(trained["test/acc"])
+    assert metrics["test/loss"] == pytest.approx(trained["test/loss"])  # not a fresh model's
+    from covidxr.cli import train as train_module
+
+    cfg = compose_config("train", overrides, tmp_path / "again", data_dir)
+    assert train_module.main(cfg) is None  # val/acc_best was never logged: reported, no crash
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.image_size=0"], "data.image_size=0: give an integer >= 32"),
+        (["data.classes=[COVID]"], "data.classes=['COVID']: give 2 to 4 classes"),
+        (["data.batch_size=0"], "data.batch_size=0"),
+        (["data.split_fractions=[0.9,0.2,0.1]"], "data.split_fractions="),
+        (["train=false"], "train=false needs ckpt_path="),
+        (["backbone=file"], "backbone.path must be given"),
+        (["model.dropout=1.5"], "model.dropout=1.5"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(
+    overrides: list[str], message: str, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    from covidxr.cli import train as train_module
+
+    cfg = compose_config("train", [*SMOKE, *overrides], tmp_path, data_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.main(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (tmp_path / "checkpoints").exists()  # found before any training
+
+
+def test_synthetic_data_on_a_real_dataset_folder_points_at_data_radiography(
+    phantoms: Path, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    from covidxr.cli import train as train_module
+
+    cfg = compose_config("train", [*SMOKE, f"data.root={phantoms.parent}"], tmp_path, data_dir)
+    (phantoms.parent / "notes.txt").write_text("a user's folder, no manifest")
+    with pytest.raises(SystemExit):
+        train_module.main(cfg)
+    assert "data=radiography" in capsys.readouterr().err

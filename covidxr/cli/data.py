@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from covidxr.data.decode import scan_unreadable
+from covidxr.data.decode import find_unreadable
 from covidxr.data.index import DatasetError, DatasetLayout, find_layout
 
 
@@ -33,10 +32,7 @@ def summary(layout: DatasetLayout, console: Console) -> int:
 def verify(layout: DatasetLayout, console: Console, workers: int | None = None) -> int:
     """Decode every image; list each unreadable one with its reason. Exit code 1 if any."""
     files = [f for folder in layout.classes.values() for f in folder.files]
-    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("Decoding", total=len(files))
-        bad = list(scan_unreadable(files, workers, on_done=lambda: progress.advance(task)))
+    bad = find_unreadable(files, workers, console)
     for path, reason in bad:
         console.print(f"[red]unreadable[/red] {path}: {reason}", highlight=False, soft_wrap=True)
     verdict = "[red]FAILED[/red]" if bad else "[green]OK[/green]"

@@ -33,8 +33,10 @@ from covidxr.models.module import XRayClassifier
 from covidxr.paths import CONF_DIR, checkpoint_run_dir
 from covidxr.reporting.run import METRICS_FILE, test_and_report
 from covidxr.utils.config import register_configs
+from covidxr.utils.errors import ConfigError, MissingFileError, report_user_errors
 from covidxr.utils.io import atomic_path
 from covidxr.utils.runner import build_trainer, output_dir, task_wrapper
+from covidxr.utils.validate import check_eval
 from covidxr.weights.adapters import load_checkpoint_file
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def run_split_file(ckpt_path: Path) -> Path:
     """``<run>/split.csv`` for ``<run>/checkpoints/x.ckpt``, or a clear error."""
     split = checkpoint_run_dir(ckpt_path) / SPLIT_FILE
     if not split.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No {SPLIT_FILE} found for {ckpt_path} (looked at {split}). "
             "Pass split_file=<the training run's split.csv>."
         )
@@ -60,7 +62,7 @@ def datamodule_from_checkpoint(ckpt_path: Path, cfg: DictConfig) -> L.LightningD
     checkpoint = load_checkpoint_file(ckpt_path)
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     if not hparams:
-        raise ValueError(f"{ckpt_path} records no data settings: was it written by covidxr-train?")
+        raise ConfigError(f"{ckpt_path} records no data settings: was it written by covidxr-train?")
     name = checkpoint.get("datamodule_class", "")
     module_name, _, class_name = name.rpartition(".")
     datamodule_class = (
@@ -82,6 +84,7 @@ def datamodule_from_checkpoint(ckpt_path: Path, cfg: DictConfig) -> L.LightningD
 
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    check_eval(cfg)
     ckpt_path = Path(cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     model = XRayClassifier.from_checkpoint(ckpt_path)
@@ -156,12 +159,12 @@ def save_threshold(trainer, model, datamodule, target: float, ckpt_path: Path, p
     checkpoint in a new file ``path`` (the original file is left as it is)."""
     prep = model.preprocessing
     if len(prep.class_names) != 2:
-        raise ValueError("target_sensitivity needs a two-class model.")
+        raise ConfigError("target_sensitivity needs a two-class model.")
     _, labels, probs = predict_split(trainer, model, datamodule, "val")
     scores = probs[:, prep.positive_index]
     positives = np.sort(scores[labels == prep.positive_index])[::-1]
     if len(positives) == 0:
-        raise ValueError("The validation split has no positive case to set a threshold on.")
+        raise ConfigError("The validation split has no positive case to set a threshold on.")
     needed = max(1, math.ceil(target * len(positives)))
     threshold = float(positives[needed - 1])
     checkpoint = load_checkpoint_file(ckpt_path)
@@ -188,13 +191,14 @@ def compare_with_training_run(metrics: dict[str, float], ckpt_path: Path, strict
         return
     message = "; ".join(f"{k}: run {recorded[k]:.6f}, now {metrics[k]:.6f}" for k in differ)
     if strict:
-        raise RuntimeError(f"Test metrics differ from {recorded_path}: {message}")
+        raise ConfigError(f"strict=true: test metrics differ from {recorded_path}: {message}")
     log.warning(
         "Test metrics differ from %s (other data or checkpoint?): %s", recorded_path, message
     )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

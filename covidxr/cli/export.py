@@ -12,9 +12,11 @@ from covidxr.inference.export import export
 from covidxr.inference.preprocessing import sidecar
 from covidxr.paths import CONF_DIR
 from covidxr.utils.config import register_configs
+from covidxr.utils.errors import report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     path = export(cfg.ckpt_path, cfg.format, cfg.output, cfg.opset)
     print(f"Wrote {path} and {sidecar(path)}")

@@ -23,7 +23,9 @@ from covidxr.data.decode import read_gray
 from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs, load_predictor
 from covidxr.paths import CONF_DIR
 from covidxr.utils.config import register_configs
+from covidxr.utils.errors import ConfigError, report_user_errors
 from covidxr.utils.io import atomic_write
+from covidxr.utils.validate import check_predict
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def write_cams(predictor, images, labels, targets: list[tuple[Path, Path]], erro
     from covidxr.inference.gradcam import grad_cam, save_overlay
 
     if not isinstance(predictor, TorchPredictor):
-        raise ValueError("cam=true needs the checkpoint (.ckpt), not an exported model.")
+        raise ConfigError("cam=true needs the checkpoint (.ckpt), not an exported model.")
     ok = [i for i, error in enumerate(errors) if not error]
     if not ok:
         return
@@ -92,10 +94,14 @@ def write_cams(predictor, images, labels, targets: list[tuple[Path, Path]], erro
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
-    predictor = load_predictor(cfg.ckpt_path, cfg.device)
+    check_predict(cfg)
     inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
     files = expand_inputs(inputs)
+    if not files:
+        raise ConfigError(f"inputs={inputs} holds no files: give image files, folders or globs.")
+    predictor = load_predictor(cfg.ckpt_path, cfg.device)
     output = Path(cfg.output)
     cam_dir = output.parent / "cam" if cfg.cam else None
     failed = predict_files(

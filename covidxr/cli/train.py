@@ -20,6 +20,7 @@ from covidxr.data.datamodule import SPLIT_FILE
 from covidxr.paths import CONF_DIR, checkpoint_run_dir
 from covidxr.reporting.run import test_and_report
 from covidxr.utils.config import register_configs
+from covidxr.utils.errors import MissingFileError, report_user_errors
 from covidxr.utils.runner import (
     build_trainer,
     log_hyperparameters,
@@ -27,6 +28,7 @@ from covidxr.utils.runner import (
     route_ddp_children_to_this_job,
     task_wrapper,
 )
+from covidxr.utils.validate import check_train
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def reuse_split_when_resuming(cfg: DictConfig) -> None:
         return
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt} does not exist: give a run's last.ckpt.")
+        raise MissingFileError(f"ckpt_path={ckpt} does not exist: give a run's last.ckpt.")
     split = checkpoint_run_dir(ckpt) / SPLIT_FILE
     if split.is_file():
         with open_dict(cfg):
@@ -47,17 +49,25 @@ def reuse_split_when_resuming(cfg: DictConfig) -> None:
 
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test one configuration; returns every logged metric as floats."""
+    """Fit and test one configuration; returns every logged metric as floats.
+
+    ``train=false`` tests the checkpoint ``ckpt_path`` (required then) without fitting.
+    """
+    check_train(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     reuse_split_when_resuming(cfg)
     route_ddp_children_to_this_job()
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    # Index, split and (data.verify) decode every image before a model is built or weights are
+    # downloaded: bad data is named first. The Trainer's own setup() call reuses this index.
+    datamodule.setup("fit" if cfg.get("train", True) else "test")
     model: L.LightningModule = instantiate(cfg.model, _convert_="object")
     trainer = build_trainer(cfg)
     log_hyperparameters(cfg, model, trainer)
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if not cfg.get("train", True):
+        return test_and_report(trainer, model, datamodule, cfg.ckpt_path, output_dir())
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = dict(trainer.callback_metrics)
     if not cfg.get("test", True):
         return test_and_report(
@@ -69,13 +79,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return test_and_report(trainer, model, datamodule, best or None, output_dir(), fit_metrics)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value returned to Hydra sweepers; a metric the run did not log is reported missing."""
     name = cfg.get("optimized_metric")
     if name and name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; choose one of {sorted(metrics)}")
+        log.warning(
+            "optimized_metric=%s was not logged by this run (no validation?); returning nothing. "
+            "Logged: %s",
+            name,
+            ", ".join(sorted(metrics)),
+        )
     return metrics.get(name) if name else None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    return optimized_value(cfg, train(cfg))
 
 
 register_configs()

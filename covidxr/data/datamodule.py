@@ -19,10 +19,11 @@ import albumentations as A
 import torch
 import torch.distributed as dist
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from covidxr.data.decode import read_gray
-from covidxr.data.index import KNOWN_CLASSES, DatasetIndex, Sample, build_index
+from covidxr.data.index import KNOWN_CLASSES, DatasetError, DatasetIndex, Sample, build_index
+from covidxr.data.sampling import EpochSampler, seed_pipeline
 from covidxr.data.synthetic import ensure_phantoms
 from covidxr.data.transforms import build_transform
 from covidxr.utils.config import to_builtin
@@ -34,7 +35,11 @@ DROPPED_FILE = "unreadable_images.csv"
 
 
 class XRayDataset(Dataset):
-    """Decoded, transformed images of one split: ``(image [1,H,W] uint8, label)``."""
+    """Decoded, transformed images of one split: ``(image [1,H,W] uint8, label)``.
+
+    A key is an index, or ``(index, seed)`` from ``EpochSampler``: the augmentation of that draw
+    is then seeded by it, wherever (in whichever worker) it is computed.
+    """
 
     def __init__(self, root: Path, samples: Sequence[Sample], transform: A.Compose) -> None:
         self.root, self.samples, self.transform = root, list(samples), transform
@@ -42,9 +47,12 @@ class XRayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
         image = read_gray(self.root / sample.path)
+        if seed is not None:
+            seed_pipeline(self.transform, seed)
         return self.transform(image=image)["image"], sample.label
 
 
@@ -83,7 +91,9 @@ class RadiographyDataModule(LightningDataModule):
         split_file: a ``split.csv`` to reuse exactly instead of splitting.
         limit_per_class: a deterministic subset of at most this many images per class.
         balance: subsample every class to the size of the smallest, as the reference study did.
-        skip_corrupt: decode every image while indexing and drop (and log) unreadable ones.
+        skip_corrupt: decode every image while indexing and drop (and record) unreadable ones.
+        verify: decode every image of every split before training and fail naming every
+            unreadable file (``skip_corrupt`` drops them instead).
         weighted_sampler: draw training batches with equal expected counts per class.
         train_augmentations: albumentations transforms applied to training images after resizing.
         output_dir: where ``split.csv`` is written (the run directory); None writes nothing.
@@ -104,6 +114,7 @@ class RadiographyDataModule(LightningDataModule):
         limit_per_class: int | None = None,
         balance: bool = False,
         skip_corrupt: bool = False,
+        verify: bool = False,
         weighted_sampler: bool = False,
         train_augmentations: Sequence[A.BasicTransform] = (),
         output_dir: str | os.PathLike | None = None,
@@ -147,6 +158,7 @@ class RadiographyDataModule(LightningDataModule):
                 seed=hp.seed,
                 split_file=hp.split_file,
                 skip_corrupt=hp.skip_corrupt,
+                verify=hp.verify,
             )
             if self.output_dir is not None:
                 path = self.index.write_split_csv(self.output_dir / SPLIT_FILE)
@@ -164,13 +176,14 @@ class RadiographyDataModule(LightningDataModule):
             )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-weighted) batches whose order and augmentation are a function of
+        (seed, epoch): the same with any ``num_workers``, and replayed exactly on resume."""
         dataset = self._dataset("train")
-        sampler = None
+        weights = None
         if self.hparams.weighted_sampler:
-            weights = self.class_weights()[[s.label for s in dataset.samples]]
-            generator = torch.Generator().manual_seed(self.hparams.seed)
-            sampler = WeightedRandomSampler(weights, len(dataset), generator=generator)
-        return self._loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=False)
+            weights = self.class_weights()[[s.label for s in dataset.samples]].tolist()
+        sampler = EpochSampler(len(dataset), self.hparams.seed, weights)
+        return self._loader(dataset, sampler=sampler, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader("val")
@@ -199,18 +212,17 @@ class RadiographyDataModule(LightningDataModule):
         self._require_index()
         dataset = self.datasets[split]
         if len(dataset) == 0:
-            raise ValueError(
+            raise DatasetError(
                 f"The {split} split of {self.index.root} is empty: add images, raise "
                 "data.limit_per_class, or give it a larger fraction in data.split_fractions."
             )
         return dataset
 
-    def _loader(self, dataset: XRayDataset, shuffle: bool = False, **kwargs) -> DataLoader:
+    def _loader(self, dataset: XRayDataset, **kwargs) -> DataLoader:
         hp = self.hparams
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,
-            shuffle=shuffle,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covidxr.data.decode import scan_unreadable
+from covidxr.data.decode import find_unreadable
+from covidxr.utils.errors import UserError
 from covidxr.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ LAYOUT_HELP = (
 _NATURAL_CHUNKS = re.compile(r"(\d+)")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Input data is missing or malformed; the message names the path and the fix."""
 
 
@@ -344,29 +345,42 @@ def build_index(
     seed: int = 42,
     split_file: str | os.PathLike | None = None,
     skip_corrupt: bool = False,
+    verify: bool = False,
 ) -> DatasetIndex:
     """Find, subset and split the images of one run; or reload a saved split exactly.
 
-    With ``skip_corrupt`` every selected image is decoded once here and unreadable ones are dropped
-    (and logged) before splitting; otherwise a bad file raises when a loader reaches it.
+    ``verify`` decodes every image of every split once, here, before any training, and names
+    every unreadable file at once. ``skip_corrupt`` does the same but drops them (a new split is
+    made without them; a saved split keeps its assignments) and records them in ``dropped``.
     """
     names = resolve_classes(classes)
     layout = find_layout(root)
     if split_file is not None:
         splits = read_split_csv(split_file, layout.root, names)
         log.info("Reusing the split in %s (%s)", split_file, _describe(splits))
-        return DatasetIndex(root=layout.root, classes=names, splits=splits)
-    samples = select_files(layout, names, limit_per_class, balance, seed)
+        samples = [s for split in SPLITS for s in splits[split]]
+    else:
+        samples = select_files(layout, names, limit_per_class, balance, seed)
     dropped: list[tuple[str, str]] = []
-    if skip_corrupt:
-        bad = dict(scan_unreadable(layout.root / s.path for s in samples))
-        dropped = [(p.relative_to(layout.root).as_posix(), r) for p, r in bad.items()]
+    if verify or skip_corrupt:
+        bad = find_unreadable([layout.root / s.path for s in samples])
+        dropped = sorted((p.relative_to(layout.root).as_posix(), r) for p, r in bad)
+        if dropped and not skip_corrupt:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in dropped[:20])
+            more = f" and {len(dropped) - 20} more" if len(dropped) > 20 else ""
+            raise DatasetError(
+                f"{len(dropped)} unreadable image(s) under {layout.root}: {listed}{more}. "
+                "Set data.skip_corrupt=true to leave them out (recorded in the run folder), or "
+                "replace them."
+            )
         for path, reason in dropped:
             log.warning("Skipping unreadable image %s: %s", layout.root / path, reason)
-        skip = {p for p, _ in dropped}
-        samples = [s for s in samples if s.path not in skip]
-    splits = stratified_split(samples, split_fractions, seed)
-    log.info("Dataset %s (%s layout): %s", layout.root, layout.layout, _describe(splits))
+    skip = {p for p, _ in dropped}
+    if split_file is not None:
+        splits = {name: [s for s in group if s.path not in skip] for name, group in splits.items()}
+    else:
+        splits = stratified_split([s for s in samples if s.path not in skip], split_fractions, seed)
+        log.info("Dataset %s (%s layout): %s", layout.root, layout.layout, _describe(splits))
     return DatasetIndex(root=layout.root, classes=names, splits=splits, dropped=dropped)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from covidxr.data.index import KNOWN_CLASSES, resolve_classes
+from covidxr.data.index import KNOWN_CLASSES, DatasetError, resolve_classes
 
 log = logging.getLogger(__name__)
 MANIFEST = "phantoms.json"
@@ -228,9 +228,10 @@ def ensure_phantoms(
             return out
         log.warning("Regenerating phantoms in %s: it holds %s, not %s", out, found, wanted)
     elif out.exists() and any(out.iterdir()):
-        raise FileExistsError(
+        raise DatasetError(
             f"{out} is not empty and has no {MANIFEST}: refusing to write phantoms over it. "
-            "Choose an empty folder for the synthetic data."
+            "To train on a real dataset there, use data=radiography data.root=<it>; for "
+            "phantoms, choose an empty folder."
         )
     # Write beside the target and swap, so an interrupted run never leaves half a dataset.
     out.parent.mkdir(parents=True, exist_ok=True)

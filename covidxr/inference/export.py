@@ -15,6 +15,7 @@ import torch
 
 from covidxr.inference.predictors import TorchPredictor
 from covidxr.inference.preprocessing import sidecar
+from covidxr.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
@@ -24,7 +25,7 @@ def export(
     ckpt_path: str | os.PathLike, fmt: str, output: str | os.PathLike, opset: int = 17
 ) -> Path:
     if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: choose one of {FORMATS}.")
+        raise ConfigError(f"format={fmt!r}: choose one of {FORMATS}.")
     predictor = TorchPredictor.from_checkpoint(ckpt_path)
     module, prep = predictor.module, predictor.preprocessing
     example = torch.zeros(2, 1, prep.image_size, prep.image_size, dtype=torch.uint8)

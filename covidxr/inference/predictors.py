@@ -26,6 +26,7 @@ from covidxr.data.decode import UnreadableImageError, read_gray
 from covidxr.data.index import natural_key
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.inference.preprocessing import Preprocessing, sidecar
+from covidxr.utils.errors import MissingFileError
 
 
 class ExportedClassifier(nn.Module):
@@ -54,7 +55,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             matches = sorted(glob.glob(str(path), recursive=True), key=natural_key)
             if not matches:
-                raise FileNotFoundError(f"Input {item} is not a file, folder or matching glob.")
+                raise MissingFileError(f"Input {item} is not a file, folder or matching glob.")
             files.extend(Path(m) for m in matches if Path(m).is_file())
     return list(dict.fromkeys(files))
 
@@ -126,10 +127,10 @@ class OnnxPredictor:
 def load_predictor(path: str | os.PathLike, device: str = "cpu") -> TorchPredictor | OnnxPredictor:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path} does not exist.")
+        raise MissingFileError(f"ckpt_path={path} does not exist.")
     if path.suffix == ".onnx":
         if not sidecar(path).is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{sidecar(path)} is missing: covidxr-export writes it beside the ONNX file; it "
                 "records the input size, mean/std and class names."
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from covidxr.utils.errors import ConfigError
+
 HEADS = ("linear", "paper")
 
 
@@ -20,4 +22,4 @@ def build_head(kind: str, in_features: int, num_classes: int, dropout: float = 0
             nn.Dropout(0.5),
             nn.Linear(2048, num_classes),
         )
-    raise ValueError(f"Unknown head {kind!r}: choose one of {HEADS} (model.head).")
+    raise ConfigError(f"Unknown head {kind!r}: choose one of {HEADS} (model.head).")

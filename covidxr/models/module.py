@@ -23,6 +23,7 @@ from covidxr.models.backbone import NUM_FEATURES, build_backbone
 from covidxr.models.heads import build_head
 from covidxr.models.metrics import build_metrics, metric_inputs
 from covidxr.utils.config import to_builtin
+from covidxr.utils.errors import ConfigError, MissingFileError
 from covidxr.weights.registry import get_spec
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ warnings.filterwarnings("ignore", message=r".*when logging on epoch level in dis
 # The model normalises batches by design (it owns its preprocessing); the data module does not.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `Lightning")
 STAGES = ("train", "val", "test")
+#: ``val/acc_best`` so far, kept in checkpoints so that a resumed run continues the maximum.
+ACC_BEST_KEY = "val_acc_best"
 
 
 class XRayClassifier(LightningModule):
@@ -116,13 +119,14 @@ class XRayClassifier(LightningModule):
         self.confusion_matrices: dict[str, torch.Tensor] = {}
         #: chosen on validation by ``covidxr-eval target_sensitivity=...``, kept in the checkpoint.
         self.decision_threshold: float | None = None
+        self._restored_acc_best: float | None = None
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | os.PathLike) -> XRayClassifier:
         """A trained model for inference: on the CPU, uncompiled, without fetching its backbone
         weights (the checkpoint holds them). Loaded with ``weights_only=True``."""
         if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist.")
+            raise MissingFileError(f"ckpt_path={ckpt_path} does not exist.")
         return cls.load_from_checkpoint(
             ckpt_path, map_location=torch.device("cpu"), pretrained=False, compile=False
         )
@@ -164,15 +168,18 @@ class XRayClassifier(LightningModule):
             log.info("Class weights from training-split frequencies: %s", weights)
         if weights is not None:
             if len(weights) != len(self.class_names):
-                raise ValueError(
+                raise ConfigError(
                     f"model.class_weights has {len(weights)} values for "
                     f"{len(self.class_names)} classes {self.class_names}."
                 )
             self.loss_weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     def on_train_start(self) -> None:
-        # The sanity check's validation must not count as the best epoch.
+        # The sanity check's validation must not count as the best epoch; a resumed run starts
+        # from the best of the epochs before it.
         self.val_acc_best.reset()
+        if self._restored_acc_best is not None:
+            self.val_acc_best.update(torch.tensor(self._restored_acc_best))
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, outputs: bool = False):
         images, target = batch
@@ -239,11 +246,14 @@ class XRayClassifier(LightningModule):
             checkpoint["datamodule_class"] = f"{kind.__module__}.{kind.__qualname__}"
         if self.decision_threshold is not None:
             checkpoint[THRESHOLD_KEY] = self.decision_threshold
+        if self.val_acc_best.update_called:
+            checkpoint[ACC_BEST_KEY] = float(self.val_acc_best.compute())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The decision threshold, and the input size of checkpoints written before 0.2 (when
         it was recorded by the data module only)."""
         self.decision_threshold = checkpoint.get(THRESHOLD_KEY)
+        self._restored_acc_best = checkpoint.get(ACC_BEST_KEY)
         if self.hparams.get("image_size") is None:
             data = checkpoint.get("datamodule_hyper_parameters") or {}
             if "image_size" in data:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from covidxr.reporting.run import FAILED_FILE, METRICS_FILE
+from covidxr.utils.errors import MissingFileError
 from covidxr.utils.io import atomic_write
 from covidxr.weights.registry import REGISTRY
 
@@ -49,7 +50,7 @@ def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
     jobs = []
     for folder in map(Path, folders):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder: give a multirun or run folder.")
+            raise MissingFileError(f"{folder} is not a folder: give a multirun or run folder.")
         configs = sorted(
             {*folder.glob(".hydra/config.yaml"), *folder.glob("**/.hydra/config.yaml")}
         )
@@ -187,7 +188,7 @@ def write_report(
     """Write ``report.md``, ``report.csv`` and ``report.png`` for the jobs in ``folders``."""
     jobs = find_jobs(folders)
     if not jobs:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No run folders (with .hydra/config.yaml) under {list(map(str, folders))}."
         )
     rows = summarize(jobs, stage)

@@ -48,7 +48,9 @@ def per_class_rows(probs: torch.Tensor, targets: torch.Tensor, names: list[str])
 class WandbTestReport(Callback):
     """Collects test predictions and logs the plots and tables to every ``WandbLogger``.
 
-    Predictions are gathered in one process; under DDP rank 0 reports its own shard only.
+    Under DDP every rank's predictions are gathered with their dataset indices (each rank holds
+    the samples ``rank, rank + W, ...`` of the unpadded test sampler), so rank 0 pairs every
+    prediction with its own file.
     """
 
     def __init__(self, max_table_rows: int = 256, thumbnail: int = 128) -> None:
@@ -63,14 +65,36 @@ class WandbTestReport(Callback):
         self.probs.append(outputs["probs"].detach().cpu())
         self.targets.append(outputs["target"].detach().cpu())
 
+    @staticmethod
+    def gather(
+        trainer: Trainer, probs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every rank's predictions, ordered by dataset index: ``(indices, probs, targets)``."""
+        loader = trainer.test_dataloaders
+        loader = loader[0] if isinstance(loader, list | tuple) else loader
+        sampler = getattr(loader, "sampler", None)
+        indices = torch.as_tensor(
+            list(getattr(sampler, "indices", range(len(probs))))[: len(probs)], dtype=torch.long
+        )
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            shards: list = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, (indices, probs, targets))
+            indices, probs, targets = (torch.cat(parts) for parts in zip(*shards, strict=True))
+        order = indices.argsort()
+        return indices[order], probs[order], targets[order]
+
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """After the module has computed its test metrics and confusion matrix."""
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not loggers or not trainer.is_global_zero or not self.probs:
+        if not loggers or not self.probs:
+            return
+        indices, probs, targets = self.gather(
+            trainer, torch.cat(self.probs), torch.cat(self.targets)
+        )
+        if not trainer.is_global_zero:
             return
         import wandb
 
-        probs, targets = torch.cat(self.probs), torch.cat(self.targets)
         names = pl_module.class_names
         matrix = pl_module.confusion_matrices["test"]
         fpr, tpr, _ = multiclass_roc(probs, targets, len(names), thresholds=200)
@@ -99,7 +123,7 @@ class WandbTestReport(Callback):
                 columns=["class", "precision", "sensitivity", "specificity", "f1", "support"],
                 data=per_class_rows(probs, targets, names),
             ),
-            "test/predictions": self._predictions_table(trainer, probs, targets, names),
+            "test/predictions": self._predictions_table(trainer, indices, probs, targets, names),
         }
         with tempfile.TemporaryDirectory() as tmp:
             _, png = write_confusion_matrix(tmp, matrix, names, "confusion_matrix_test")
@@ -107,7 +131,7 @@ class WandbTestReport(Callback):
             for logger in loggers:
                 logger.experiment.log(payload)
 
-    def _predictions_table(self, trainer: Trainer, probs, targets, names: list[str]):
+    def _predictions_table(self, trainer: Trainer, indices, probs, targets, names: list[str]):
         import wandb
 
         dataset = trainer.datamodule.datasets["test"] if trainer.datamodule else None
@@ -121,7 +145,8 @@ class WandbTestReport(Callback):
         )[: self.max_table_rows]
         rows = []
         for i in order:
-            path = dataset.samples[i].path if dataset is not None else str(i)
+            index = int(indices[i])
+            path = dataset.samples[index].path if dataset is not None else str(index)
             image = None
             if dataset is not None:
                 pixels = read_gray(Path(dataset.root) / path)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from covidxr.paths import CONF_DIR
 from covidxr.utils.env import data_dir, wandb_offline
+from covidxr.utils.errors import ConfigError
 from covidxr.weights.registry import REGISTRY, study_keys
 
 
@@ -45,7 +46,7 @@ def load_augmentations(name: str = "default") -> list[A.BasicTransform]:
     path = CONF_DIR / "augment" / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"No augmentation config {path}; choose one of {choices}.")
+        raise ConfigError(f"No augmentation config {path}; choose one of {choices}.")
     return list(instantiate(OmegaConf.load(path).train))
 
 

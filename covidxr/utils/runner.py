@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from covidxr.reporting.run import FAILED_FILE
+from covidxr.utils.errors import find_user_error
 from covidxr.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,11 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
                         "overrides": list(HydraConfig.get().overrides.task),
                     },
                 )
-            log.exception("Job failed")
+            user_error = find_user_error(exc)
+            if user_error is not None:  # the message says it all: no traceback
+                log.error("Job failed: %s", user_error)
+            else:
+                log.exception("Job failed")
             raise
         finally:
             if "wandb" in sys.modules:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from covidxr.utils.errors import UserError
+
 #: torchvision's ImageNet statistics: what most of the weights below were trained with.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -22,7 +24,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PAPER_METRICS = ("acc", "precision", "sensitivity", "f1", "specificity")
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """Weights cannot be used; the message names the key or file, the reason and the fix."""
 
 

@@ -1,0 +1,125 @@
+"""Option checks that run before any data is read or any model is built.
+
+Each message names the option as the user types it, its value, and what would work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from covidxr.data.index import resolve_classes
+from covidxr.utils.errors import ConfigError
+
+#: ResNet50 downsamples 32 times: smaller inputs leave no spatial extent for its last stage.
+MIN_IMAGE_SIZE = 32
+
+
+def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], wanted: str) -> None:
+    node, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, node) if node else cfg
+    if parent is None or leaf not in parent:
+        return
+    value = parent[leaf]
+    try:
+        good = ok(value)
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(f"{key}={value}: {wanted}.")
+
+
+def _integer(minimum: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _fraction(low_open: bool = False, high_open: bool = False) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        v = float(v)
+        return (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
+
+    return ok
+
+
+def check_data(cfg: DictConfig, needs_test: bool = True) -> None:
+    """``data.*`` options of a training run."""
+    _check(cfg, "data.image_size", _integer(MIN_IMAGE_SIZE), f"give an integer >= {MIN_IMAGE_SIZE}")
+    _check(cfg, "data.batch_size", _integer(1), "give an integer >= 1")
+    _check(cfg, "data.num_workers", _integer(0), "give an integer >= 0")
+    _check(
+        cfg,
+        "data.limit_per_class",
+        lambda v: v is None or _integer(1)(v),
+        "give an integer >= 1, or null for every image",
+    )
+    classes = cfg.data.get("classes")
+    if classes is not None:
+        if len(classes) < 2:
+            raise ConfigError(
+                f"data.classes={list(classes)}: give 2 to 4 classes, "
+                "e.g. data.classes=[COVID,Normal]."
+            )
+        resolve_classes(classes)
+    fractions = cfg.data.get("split_fractions")
+    if fractions is not None:
+        values = [float(f) for f in fractions]
+        if (
+            len(values) != 3
+            or any(v < 0 for v in values)
+            or not math.isclose(sum(values), 1.0, abs_tol=1e-6)
+            or values[0] <= 0
+            or values[1] <= 0
+            or (needs_test and values[2] <= 0)
+        ):
+            raise ConfigError(
+                f"data.split_fractions={values}: give three fractions (train, val, test) that sum "
+                "to 1, train and val above 0 (test too when test=true), e.g. [0.8,0.1,0.1]."
+            )
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Options marked ``???`` in the configs must be given on the command line."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        given = " ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be given: add {given}.")
+
+
+def check_train(cfg: DictConfig) -> None:
+    """Every option ``covidxr-train`` can check before it reads data or builds a model."""
+    check_required(cfg)
+    if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "train=false needs ckpt_path=<run>/checkpoints/best.ckpt: the checkpoint to test."
+        )
+    check_data(cfg, needs_test=bool(cfg.get("test", True)))
+    _check(cfg, "model.dropout", _fraction(high_open=True), "give a value in [0, 1)")
+    _check(cfg, "model.label_smoothing", _fraction(high_open=True), "give a value in [0, 1)")
+    _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "give a learning rate > 0")
+    _check(cfg, "trainer.max_epochs", lambda v: v == -1 or _integer(1)(v), "give an integer >= 1")
+
+
+def check_eval(cfg: DictConfig) -> None:
+    check_required(cfg)
+    _check(
+        cfg,
+        "target_sensitivity",
+        lambda v: v is None or _fraction(low_open=True)(v),
+        "give a sensitivity in (0, 1], e.g. 0.95",
+    )
+    _check(cfg, "cam_samples", _integer(0), "give an integer >= 0")
+
+
+def check_predict(cfg: DictConfig) -> None:
+    check_required(cfg)
+    _check(
+        cfg,
+        "threshold",
+        lambda v: v is None or _fraction()(v),
+        "give a probability in [0, 1] for p(positive class), or null",
+    )
+    _check(cfg, "batch_size", _integer(1), "give an integer >= 1")
+    _check(cfg, "num_workers", _integer(0), "give an integer >= 0")

@@ -1,0 +1,103 @@
+"""A run is a pure function of its config: the same numbers twice, with any number of workers,
+and after a kill -9 and a resume into a new folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+from test_multirun import run_cli
+
+from covidxr.cli.train import train
+from covidxr.data.sampling import EpochSampler
+
+# Augmented (the default pipeline), two epochs, tiny: what must repeat exactly.
+RUN = [
+    "experiment=smoke",
+    "augment=default",
+    "trainer.max_epochs=2",
+    "data.persistent_workers=false",
+    "callbacks.early_stopping=null",
+]
+
+
+def metrics(run: Path) -> dict[str, float]:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_sampler_is_a_function_of_seed_and_epoch() -> None:
+    first, again = EpochSampler(10, seed=3), EpochSampler(10, seed=3)
+    assert list(first) == list(again)
+    again.set_epoch(1)
+    assert [i for i, _ in again] != [i for i, _ in first]  # a new order each epoch
+    assert sorted(i for i, _ in again) == list(range(10))  # still a permutation
+    weighted = EpochSampler(10, seed=3, weights=[1.0] * 5 + [0.0] * 5)
+    assert all(i < 5 for i, _ in weighted)
+
+
+def test_same_config_same_metrics_whatever_the_worker_count(tmp_path: Path, data_dir: Path) -> None:
+    runs = {}
+    for name, workers in (("a", 0), ("b", 0), ("workers", 2)):
+        folder = tmp_path / name
+        train(compose_config("train", [*RUN, f"data.num_workers={workers}"], folder, data_dir))
+        runs[name] = metrics(folder)
+    assert runs["a"] == runs["b"]  # augmentation included: every key identical
+    assert runs["a"] == runs["workers"]
+
+
+def test_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """kill -9 during epoch 2 of 4, resume from last.ckpt into a new folder: the same end."""
+    run = [*RUN, "trainer.max_epochs=4", "data.num_workers=0"]
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    whole, killed, resumed = tmp_path / "whole", tmp_path / "killed", tmp_path / "resumed"
+    result = run_cli([*run, f"hydra.run.dir={whole}"], data_dir, tmp_path, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    kill = ["+callbacks.kill._target_=fault_injection.KillDuring", "+callbacks.kill.epoch=1"]
+    result = run_cli([*run, *kill, f"hydra.run.dir={killed}"], data_dir, tmp_path, env)
+    assert result.returncode == -9  # SIGKILL: nothing could be saved on the way out
+    assert not (killed / "metrics.json").exists()
+    last = killed / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # epoch 1 done, epoch 2 lost
+    result = run_cli(
+        [*run, f"ckpt_path={last}", f"hydra.run.dir={resumed}"], data_dir, tmp_path, env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(resumed) == metrics(whole)
+    best = torch.load(resumed / "checkpoints" / "best.ckpt", weights_only=True)
+    assert (
+        best["state_dict"].keys()
+        == torch.load(whole / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"].keys()
+    )
+    assert (
+        best["epoch"] == torch.load(whole / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]
+    )
+
+
+@pytest.mark.parametrize("earlier_best", [0.9, 0.1])
+def test_resumed_run_keeps_the_best_of_both_segments(
+    earlier_best: float, tmp_path: Path, data_dir: Path
+) -> None:
+    """The earlier segment's best score and file carry over into the new folder."""
+    first = tmp_path / "first"
+    train(compose_config("train", [*RUN, "trainer.max_epochs=1"], first, data_dir))
+    last = first / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    for key, state in checkpoint["callbacks"].items():  # pretend the first segment did better/worse
+        if key.startswith("ModelCheckpoint") and state.get("monitor") == "val/acc":
+            state["best_model_score"] = torch.tensor(earlier_best)
+    checkpoint["val_acc_best"] = earlier_best
+    torch.save(checkpoint, last)
+    second = tmp_path / "second"
+    overrides = [*RUN, "trainer.max_epochs=2", f"ckpt_path={last}"]
+    result = train(compose_config("train", overrides, second, data_dir))
+    if earlier_best == 0.9:  # above anything this tiny run reaches: the earlier best stands
+        assert result["val/acc_best"] == pytest.approx(0.9)
+        best = torch.load(second / "checkpoints" / "best.ckpt", weights_only=True)
+        assert best["epoch"] == 0  # the copied file of the first segment
+    else:
+        assert result["val/acc_best"] >= 0.1 and result["val/acc_best"] == result["val/acc"]
