@@ -410,3 +410,25 @@ def test_a_server_that_never_answers_times_out(cache, monkeypatch) -> None:
         assert not worker.is_alive(), "the download hung instead of giving up"
         assert isinstance(outcome[0], WeightsError)
         assert "Could not download" in str(outcome[0]) and "within 2 s per read" in str(outcome[0])
+
+
+def test_an_unwritable_cache_is_one_clear_error(
+    source_state, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """(A folder below a plain file: unwritable even for root.)"""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("COVIDXR_WEIGHTS_DIR", str(blocker / "cache"))
+    spec = get_spec("inat2021_sup")
+    path = _save(tmp_path, publisher_checkpoint("inat2021_sup", source_state), spec.file_name)
+    assert weights_cli.main(["import", "inat2021_sup", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Cannot write" in err and "COVIDXR_WEIGHTS_DIR" in err and "Traceback" not in err
+
+
+def test_a_file_that_is_no_checkpoint_never_gets_unsafe_advice(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "notes.pth"
+    path.write_text("not a checkpoint")
+    assert weights_cli.main(["verify", "imagenet", "--file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "notes.pth" in err and "weights_only=False" not in err
