@@ -13,8 +13,12 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import CatMetric, MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.functional.classification import (
+    binary_calibration_error,
+    multiclass_calibration_error,
+)
 
 from covidxr.data.index import normalize_class_name
 from covidxr.data.transforms import NormalizeToRGB
@@ -22,6 +26,7 @@ from covidxr.inference.preprocessing import THRESHOLD_KEY, Preprocessing, positi
 from covidxr.models.backbone import NUM_FEATURES, build_backbone
 from covidxr.models.heads import build_head
 from covidxr.models.metrics import build_metrics, metric_inputs
+from covidxr.reporting.intervals import bootstrap_intervals
 from covidxr.utils.config import to_builtin
 from covidxr.utils.errors import ConfigError, MissingFileError
 from covidxr.weights.registry import get_spec
@@ -77,6 +82,9 @@ class XRayClassifier(LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         backbone_lr_multiplier: float = 1.0,
+        ci_resamples: int = 1000,
+        ci_level: float = 0.95,
+        ci_seed: int = 0,
         pretrained: bool = True,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -97,6 +105,9 @@ class XRayClassifier(LightningModule):
                 "channels_last": channels_last,
                 "compile": compile,
                 "backbone_lr_multiplier": backbone_lr_multiplier,
+                "ci_resamples": ci_resamples,
+                "ci_level": ci_level,
+                "ci_seed": ci_seed,
             }
         )
         self.optimizer_factory, self.scheduler_config = optimizer, scheduler
@@ -115,6 +126,10 @@ class XRayClassifier(LightningModule):
         n = len(class_names)
         self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in STAGES[1:]})
         self.val_acc_best = MaxMetric()
+        # Every test prediction (gathered across processes): intervals and calibration.
+        self.test_probs, self.test_targets = CatMetric(), CatMetric()
+        #: the last test's probabilities and targets, for reports (reliability diagram).
+        self.test_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
         #: the last epoch's confusion matrices (rows: true class), for reports and loggers.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
         #: chosen on validation by ``covidxr-eval target_sensitivity=...``, kept in the checkpoint.
@@ -196,6 +211,9 @@ class XRayClassifier(LightningModule):
         self.metrics[key].update(*metric_inputs(probs, target, self.positive))
         if key in self.confusion:
             self.confusion[key].update(probs.argmax(dim=1), target)
+        if stage == "test":
+            self.test_probs.update(probs)
+            self.test_targets.update(target)
         return {"probs": probs, "target": target} if outputs else loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -237,6 +255,30 @@ class XRayClassifier(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        if not self.test_targets.update_called:
+            return
+        probs, targets = self.test_probs.compute(), self.test_targets.compute().long()
+        self.test_probs.reset()
+        self.test_targets.reset()
+        self.test_predictions = (probs.cpu(), targets.cpu())
+        if probs.shape[1] == 2:
+            ece = binary_calibration_error(
+                probs[:, self.positive], (targets == self.positive).long(), n_bins=15
+            )
+        else:
+            ece = multiclass_calibration_error(probs, targets, probs.shape[1], n_bins=15)
+        values = {"test/ece": ece}
+        hp = self.hparams
+        intervals = bootstrap_intervals(
+            probs.cpu().double().numpy(),
+            targets.cpu().numpy(),
+            self.positive,
+            resamples=hp.get("ci_resamples", 1000),
+            level=hp.get("ci_level", 0.95),
+            seed=hp.get("ci_seed", 0),
+        )
+        values |= {k: torch.tensor(v) for k, v in intervals.items()}
+        self.log_dict(values, sync_dist=False)  # every process holds the gathered predictions
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the data module's class, so covidxr-eval can rebuild the same data."""

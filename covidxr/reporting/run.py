@@ -17,12 +17,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from covidxr.reporting.intervals import reliability_diagram
 from covidxr.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 #: Left in a run folder when its job failed: the error, for sweeps that go on and for reports.
 FAILED_FILE = "failed.json"
+RELIABILITY_FILE = "reliability_test.png"
 
 
 def to_floats(metrics: Mapping[str, object]) -> dict[str, float]:
@@ -73,22 +75,33 @@ def write_confusion_matrix(
     return csv_path, png_path
 
 
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
 def metrics_table(metrics: Mapping[str, float], title: str) -> Table:
-    """val/test metrics side by side, per-class rows last."""
+    """val/test metrics side by side with the test intervals, per-class rows last."""
     stages = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
     names = sorted(
-        {k.split("/", 1)[1] for k in metrics if k.split("/", 1)[0] in stages},
+        {
+            k.split("/", 1)[1]
+            for k in metrics
+            if k.split("/", 1)[0] in stages and not k.endswith(("_ci_low", "_ci_high"))
+        },
         key=lambda name: ("/" in name, name),
     )
     table = Table(title=title)
     table.add_column("metric")
     for stage in stages:
         table.add_column(stage, justify="right")
+    intervals = any(k.endswith("_ci_low") for k in metrics)
+    if intervals:
+        table.add_column("test 95% interval", justify="right")
     for name in names:
-        cells = []
-        for stage in stages:
-            value = metrics.get(f"{stage}/{name}")
-            cells.append("" if value is None or math.isnan(value) else f"{value:.4f}")
+        cells = [_number(metrics.get(f"{stage}/{name}")) for stage in stages]
+        if intervals:
+            low, high = metrics.get(f"test/{name}_ci_low"), metrics.get(f"test/{name}_ci_high")
+            cells.append("" if low is None else f"[{low:.4f}, {high:.4f}]")
         table.add_row(name, *cells)
     return table
 
@@ -126,5 +139,9 @@ def test_and_report(
             write_confusion_matrix(
                 output_dir, matrix, model.class_names, f"confusion_matrix_{stage}"
             )
+        predictions = getattr(model, "test_predictions", None) if test else None
+        if predictions is not None:
+            probs, targets = (t.double().numpy() for t in predictions)
+            reliability_diagram(probs, targets.astype(int), output_dir / RELIABILITY_FILE)
         print_metrics(metrics, output_dir)
     return metrics

@@ -1,0 +1,131 @@
+"""How much of a test number is real: bootstrap confidence intervals and calibration.
+
+Intervals come from a stratified bootstrap: each resample draws, with replacement, as many images
+of each class as the test split holds, so every resample keeps the split's class balance. The
+metrics are those of the LightningModule (binary with the positive class; macro one-vs-rest for
+3-4 classes), computed for all resamples at once with NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from covidxr.models.metrics import METRIC_NAMES
+
+
+def stratified_resamples(targets: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """``[resamples, n]`` indices: per class, draws with replacement of that class's images."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        columns.append(members[rng.integers(0, len(members), (resamples, len(members)))])
+    return np.concatenate(columns, axis=1)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, 0 where the denominator is 0 (torchmetrics' zero division)."""
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def _auroc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Per row: the Mann-Whitney AUROC of ``scores`` for the ``positive`` mask (``[R, n]``)."""
+    ranks = scores.argsort(axis=1, kind="stable").argsort(axis=1, kind="stable") + 1.0
+    n_pos = positive.sum(axis=1).astype(float)
+    n_neg = positive.shape[1] - n_pos
+    rank_sum = (ranks * positive).sum(axis=1)
+    return _ratio(rank_sum - n_pos * (n_pos + 1) / 2, n_pos * n_neg)
+
+
+def _one_vs_rest(predicted: np.ndarray, actual: np.ndarray) -> dict[str, np.ndarray]:
+    tp = (predicted & actual).sum(axis=1).astype(float)
+    fp = (predicted & ~actual).sum(axis=1).astype(float)
+    fn = (~predicted & actual).sum(axis=1).astype(float)
+    tn = (~predicted & ~actual).sum(axis=1).astype(float)
+    return {
+        "precision": _ratio(tp, tp + fp),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def metric_samples(probs: np.ndarray, targets: np.ndarray, positive: int) -> dict[str, np.ndarray]:
+    """Every metric of ``METRIC_NAMES`` for each row of ``probs [R, n, C]`` / ``targets [R, n]``."""
+    if probs.shape[-1] == 2:
+        scores = probs[..., positive]
+        actual = targets == positive
+        values = _one_vs_rest(scores > 0.5, actual)  # torchmetrics' binary threshold
+        values["acc"] = ((scores > 0.5) == actual).mean(axis=1)
+        values["auroc"] = _auroc(scores, actual)
+        return values
+    predicted = probs.argmax(axis=-1)
+    per_class = [_one_vs_rest(predicted == c, targets == c) for c in range(probs.shape[-1])]
+    values = {name: np.mean([pc[name] for pc in per_class], axis=0) for name in per_class[0]}
+    values["acc"] = (predicted == targets).mean(axis=1)
+    aurocs = [_auroc(probs[..., c], targets == c) for c in range(probs.shape[-1])]
+    values["auroc"] = np.mean(aurocs, axis=0)
+    return values
+
+
+def bootstrap_intervals(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    positive: int,
+    stage: str = "test",
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``<stage>/<metric>_ci_low`` and ``_ci_high``: percentile intervals at ``level``."""
+    if len(targets) == 0 or resamples < 1:
+        return {}
+    rows = stratified_resamples(targets, resamples, seed)
+    samples = metric_samples(probs[rows], targets[rows], positive)
+    tail = (1 - level) / 2
+    intervals = {}
+    for name in METRIC_NAMES:
+        low, high = np.quantile(samples[name], [tail, 1 - tail])
+        intervals[f"{stage}/{name}_ci_low"] = float(low)
+        intervals[f"{stage}/{name}_ci_high"] = float(high)
+    return intervals
+
+
+def reliability_diagram(
+    probs: np.ndarray, targets: np.ndarray, path: str | os.PathLike, bins: int = 15
+) -> Path:
+    """Accuracy against confidence (the top class's probability) in equal-width bins."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == targets
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    centres, accuracy, counts = [], [], []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            centres.append(confidence[inside].mean())
+            accuracy.append(correct[inside].mean())
+            counts.append(int(inside.sum()))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.plot(centres, accuracy, "o-", label="model")
+    for x, y, n in zip(centres, accuracy, counts, strict=True):
+        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7)
+    ax.set_xlabel("confidence (probability of the predicted class)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Reliability (test split; numbers: images per bin)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,59 @@
+"""Bootstrap intervals and calibration: the same metrics as torchmetrics, honest widths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+
+from covidxr.cli.train import train
+from covidxr.models.metrics import METRIC_NAMES, build_metrics, metric_inputs
+from covidxr.reporting.intervals import bootstrap_intervals, metric_samples
+
+
+def _predictions(classes: int, n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, classes, n)
+    logits = rng.normal(size=(n, classes)) + 1.5 * np.eye(classes)[targets]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs, targets
+
+
+@pytest.mark.parametrize("classes", [2, 3, 4])
+def test_numpy_metrics_equal_the_modules_torchmetrics(classes: int) -> None:
+    probs, targets = _predictions(classes)
+    names = ["COVID", "Normal", "Lung_Opacity", "Viral Pneumonia"][:classes]
+    metrics = build_metrics(names)
+    metrics.update(*metric_inputs(torch.tensor(probs), torch.tensor(targets), positive=0))
+    expected = {k: float(v) for k, v in metrics.compute().items() if k in METRIC_NAMES}
+    ours = metric_samples(probs[None], targets[None], positive=0)
+    assert {k: float(ours[k][0]) for k in expected} == pytest.approx(expected, abs=1e-6)
+
+
+def test_intervals_contain_the_estimate_and_shrink_with_more_images() -> None:
+    small, large = _predictions(2, n=60), _predictions(2, n=2000)
+    widths = []
+    for probs, targets in (small, large):
+        ci = bootstrap_intervals(probs, targets, positive=0, resamples=500, seed=1)
+        point = metric_samples(probs[None], targets[None], 0)["acc"][0]
+        assert ci["test/acc_ci_low"] <= point <= ci["test/acc_ci_high"]
+        widths.append(ci["test/acc_ci_high"] - ci["test/acc_ci_low"])
+    assert widths[1] < widths[0] / 3
+    again = bootstrap_intervals(*small, positive=0, resamples=500, seed=1)
+    assert again == bootstrap_intervals(*small, positive=0, resamples=500, seed=1)  # seeded
+
+
+def test_a_run_writes_intervals_calibration_and_a_reliability_diagram(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    train(compose_config("train", ["experiment=smoke"], tmp_path, data_dir))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for name in METRIC_NAMES:
+        low, high = metrics[f"test/{name}_ci_low"], metrics[f"test/{name}_ci_high"]
+        assert 0.0 <= low <= high <= 1.0
+    assert 0.0 <= metrics["test/ece"] <= 1.0
+    assert (tmp_path / "reliability_test.png").stat().st_size > 5_000
