@@ -204,7 +204,7 @@ def test_split_file_round_trip(phantoms: Path, tmp_path: Path) -> None:
     path = index.write_split_csv(tmp_path / "run" / "split.csv")
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["path", "label", "class", "split"]
+    assert list(rows[0]) == ["path", "label", "class", "split", "group"]
     assert len(rows) == 20
     assert not Path(rows[0]["path"]).is_absolute()
     assert (phantoms / rows[0]["path"]).is_file()

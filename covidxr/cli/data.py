@@ -1,16 +1,24 @@
-"""``covidxr-data``: inspect a dataset folder before training on it."""
+"""``covidxr-data``: inspect a dataset folder before training on it.
+
+covidxr-data summary data/          # layout, images per class
+covidxr-data verify data/           # decode everything, list unreadable files
+covidxr-data audit data/ --split-file logs/train/runs/<run>/split.csv --sheet pairs.png
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from covidxr.data.audit import DEFAULT_THRESHOLD, audit, contact_sheet, write_pairs
 from covidxr.data.decode import find_unreadable
 from covidxr.data.index import DatasetError, DatasetLayout, find_layout
+from covidxr.utils.errors import MissingFileError
 
 
 def summary(layout: DatasetLayout, console: Console) -> int:
@@ -40,6 +48,45 @@ def verify(layout: DatasetLayout, console: Console, workers: int | None = None) 
     return 1 if bad else 0
 
 
+def audit_command(args: argparse.Namespace, console: Console) -> int:
+    """Print the near-duplicate summary; exit 1 when a split leaks copies across its parts."""
+    started = time.perf_counter()
+    result = audit(args.root, args.against, args.split_file, args.threshold)
+    table = Table(title=f"Near-duplicates (pHash distance <= {args.threshold} of 64 bits)")
+    table.add_column("check")
+    table.add_column("images", justify="right")
+    table.add_column("pairs", justify="right")
+    table.add_row("within the dataset", f"{result.images:,}", f"{len(result.within):,}")
+    if args.split_file is not None:
+        kinds = sorted({kind for *_, kind in result.leaks})
+        detail = ", ".join(f"{k}: {sum(1 for *_, x in result.leaks if x == k)}" for k in kinds)
+        style = "bold red" if result.leaks else "green"
+        table.add_row(
+            f"across splits ({detail or 'none'})", "", f"{len(result.leaks):,}", style=style
+        )
+    if args.against is not None:
+        table.add_row(
+            f"against {args.against}", f"{result.other_images:,}", f"{len(result.against):,}"
+        )
+    console.print(table)
+    if args.output is not None:
+        console.print(f"Pairs: {write_pairs(result.all_pairs, args.output)}", highlight=False)
+    if args.sheet is not None:
+        console.print(
+            f"Contact sheet: {contact_sheet(result.all_pairs, args.sheet)}", highlight=False
+        )
+    console.print(f"{time.perf_counter() - started:.1f} s", highlight=False)
+    if result.leaks:
+        console.print(
+            f"[red]{len(result.leaks)} near-duplicate pair(s) straddle the splits of "
+            f"{args.split_file}[/red]: test numbers count images the model trained on. Split "
+            "with data.dedup=group (the default) to keep copies together.",
+            highlight=False,
+        )
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="covidxr-data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,11 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_verify = sub.add_parser("verify", help="decode every image, list unreadable ones")
     p_verify.add_argument("root", type=Path, help="dataset folder or a folder above it")
     p_verify.add_argument("--workers", type=int, default=None, help="decoding threads")
+    p_audit = sub.add_parser("audit", help="near-duplicate images: within, across splits, against")
+    p_audit.add_argument("root", type=Path, help="dataset folder or a folder above it")
+    p_audit.add_argument("--against", type=Path, default=None, help="another dataset (any layout)")
+    p_audit.add_argument("--split-file", type=Path, default=None, help="a run's split.csv")
+    p_audit.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="bits (2)")
+    p_audit.add_argument("--output", type=Path, default=None, help="pairs CSV to write")
+    p_audit.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG to write")
     args = parser.parse_args(argv)
     console = Console()
     try:
+        if args.command == "audit":
+            return audit_command(args, console)
         layout = find_layout(args.root)
-    except DatasetError as exc:
+    except (DatasetError, MissingFileError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     if args.command == "summary":

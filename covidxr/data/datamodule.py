@@ -21,6 +21,7 @@ import torch.distributed as dist
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from covidxr.data.audit import DEFAULT_THRESHOLD
 from covidxr.data.decode import read_gray
 from covidxr.data.index import KNOWN_CLASSES, DatasetError, DatasetIndex, Sample, build_index
 from covidxr.data.sampling import EpochSampler, seed_pipeline
@@ -94,6 +95,8 @@ class RadiographyDataModule(LightningDataModule):
         skip_corrupt: decode every image while indexing and drop (and record) unreadable ones.
         verify: decode every image of every split before training and fail naming every
             unreadable file (``skip_corrupt`` drops them instead).
+        dedup: near-duplicates (pHash) in one split together (``group``), one kept per group
+            (``drop``), or ignored (``off``); ``dedup_threshold``: the pHash distance in bits.
         weighted_sampler: draw training batches with equal expected counts per class.
         train_augmentations: albumentations transforms applied to training images after resizing.
         output_dir: where ``split.csv`` is written (the run directory); None writes nothing.
@@ -115,6 +118,8 @@ class RadiographyDataModule(LightningDataModule):
         balance: bool = False,
         skip_corrupt: bool = False,
         verify: bool = False,
+        dedup: str = "off",
+        dedup_threshold: int = DEFAULT_THRESHOLD,
         weighted_sampler: bool = False,
         train_augmentations: Sequence[A.BasicTransform] = (),
         output_dir: str | os.PathLike | None = None,
@@ -159,6 +164,8 @@ class RadiographyDataModule(LightningDataModule):
                 split_file=hp.split_file,
                 skip_corrupt=hp.skip_corrupt,
                 verify=hp.verify,
+                dedup=hp.dedup,
+                dedup_threshold=hp.dedup_threshold,
             )
             if self.output_dir is not None:
                 path = self.index.write_split_csv(self.output_dir / SPLIT_FILE)

@@ -14,7 +14,9 @@ them deterministic across machines and stable when files are added to a class.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -23,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from covidxr.data.audit import DEFAULT_THRESHOLD, find_duplicate_groups
 from covidxr.data.decode import find_unreadable
 from covidxr.utils.errors import UserError
 from covidxr.utils.io import atomic_write
@@ -34,6 +37,9 @@ KNOWN_CLASSES: tuple[str, ...] = ("COVID", "Normal", "Lung_Opacity", "Viral Pneu
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_COLUMNS: tuple[str, ...] = ("path", "label", "class", "split")
+#: Written by 0.2 on: the near-duplicate group (its first image's path); optional when read.
+GROUP_COLUMN = "group"
+DEDUP_MODES = ("group", "drop", "off")
 KAGGLE_HINT = (
     "Download the COVID-19 Radiography Database from Kaggle "
     "(https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database), unpack it into "
@@ -107,11 +113,13 @@ class DatasetLayout:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: its path relative to the dataset root, its label index and class name."""
+    """One image: its path relative to the dataset root, its label index and class name, and
+    its near-duplicate group (the group's first path; its own path when it has no copy)."""
 
     path: str
     label: int
     class_name: str
+    group: str = ""
 
 
 @dataclass
@@ -132,10 +140,10 @@ class DatasetIndex:
         """Write ``split.csv`` atomically (identical content from every DDP rank is harmless)."""
         with atomic_write(path) as fh:
             writer = csv.writer(fh)
-            writer.writerow(SPLIT_COLUMNS)
+            writer.writerow([*SPLIT_COLUMNS, GROUP_COLUMN])
             for split in SPLITS:
                 for s in self.splits.get(split, []):
-                    writer.writerow([s.path, s.label, s.class_name, split])
+                    writer.writerow([s.path, s.label, s.class_name, split, s.group or s.path])
         return Path(path)
 
     def write_dropped_csv(self, path: str | os.PathLike) -> Path | None:
@@ -275,23 +283,34 @@ def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
 def stratified_split(
     samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
 ) -> dict[str, list[Sample]]:
-    """Split each class by ``fractions`` (train, val, test) in a seeded, reproducible order."""
+    """Split each class by ``fractions`` (train, val, test) in a seeded, reproducible order.
+
+    Samples of one group (near-duplicates) land in one split together: groups are ordered by a
+    seeded hash of their name and filled into train, then val, then test, by each class's
+    quota. A sample without a group is a group of its own.
+    """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise DatasetError(
             f"data.split_fractions must be three non-negative numbers (train, val, test) summing "
             f"to 1, got {list(fractions)}."
         )
-    by_label: dict[int, list[Sample]] = {}
+    members: dict[str, list[Sample]] = {}
     for s in samples:
-        by_label.setdefault(s.label, []).append(s)
+        members.setdefault(s.group or s.path, []).append(s)
+    by_label: dict[int, list[str]] = {}
+    for group, items in members.items():
+        label = Counter(s.label for s in items).most_common(1)[0][0]
+        by_label.setdefault(label, []).append(group)
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     for label in sorted(by_label):
-        group = {s.path: s for s in by_label[label]}
-        order = seeded_order(group, seed)
-        start = 0
-        for name, size in zip(SPLITS, split_counts(len(order), fractions), strict=True):
-            splits[name].extend(group[p] for p in order[start : start + size])
-            start += size
+        groups = seeded_order(by_label[label], seed)
+        total = sum(len(members[g]) for g in groups)
+        bounds = list(itertools.accumulate(split_counts(total, fractions)))
+        filled = 0
+        for group in groups:
+            name = next((n for n, b in zip(SPLITS, bounds, strict=True) if filled < b), SPLITS[0])
+            splits[name].extend(members[group])
+            filled += len(members[group])
     for name in SPLITS:
         splits[name].sort(key=lambda s: (s.label, natural_key(s.path)))
     return splits
@@ -322,7 +341,9 @@ def read_split_csv(
                     f"{path}:{line}: class {row['class']!r} with label {row['label']} does not "
                     f"match data.classes {list(classes)}. Use the classes the split was made with."
                 )
-            splits[split].append(Sample(row["path"], int(row["label"]), name))
+            group = row.get(GROUP_COLUMN) or ""
+            group = "" if group == row["path"] else group  # alone in its group
+            splits[split].append(Sample(row["path"], int(row["label"]), name, group))
     missing = [s.path for v in splits.values() for s in v if not (root / s.path).is_file()]
     if missing:
         raise DatasetError(
@@ -346,13 +367,21 @@ def build_index(
     split_file: str | os.PathLike | None = None,
     skip_corrupt: bool = False,
     verify: bool = False,
+    dedup: str = "off",
+    dedup_threshold: int = DEFAULT_THRESHOLD,
 ) -> DatasetIndex:
     """Find, subset and split the images of one run; or reload a saved split exactly.
 
     ``verify`` decodes every image of every split once, here, before any training, and names
     every unreadable file at once. ``skip_corrupt`` does the same but drops them (a new split is
     made without them; a saved split keeps its assignments) and records them in ``dropped``.
+
+    ``dedup`` (new splits only): ``group`` keeps near-duplicates (pHash distance at most
+    ``dedup_threshold``) in one split together, ``drop`` keeps the first image of each group,
+    ``off`` splits images independently.
     """
+    if dedup not in DEDUP_MODES:
+        raise DatasetError(f"data.dedup={dedup!r}: choose one of {list(DEDUP_MODES)}.")
     names = resolve_classes(classes)
     layout = find_layout(root)
     if split_file is not None:
@@ -379,9 +408,34 @@ def build_index(
     if split_file is not None:
         splits = {name: [s for s in group if s.path not in skip] for name, group in splits.items()}
     else:
-        splits = stratified_split([s for s in samples if s.path not in skip], split_fractions, seed)
+        kept = [s for s in samples if s.path not in skip]
+        if dedup != "off":
+            kept = group_duplicates(layout.root, kept, dedup, dedup_threshold)
+        splits = stratified_split(kept, split_fractions, seed)
         log.info("Dataset %s (%s layout): %s", layout.root, layout.layout, _describe(splits))
     return DatasetIndex(root=layout.root, classes=names, splits=splits, dropped=dropped)
+
+
+def group_duplicates(root: Path, samples: list[Sample], mode: str, threshold: int) -> list[Sample]:
+    """Samples with their near-duplicate group set (``group``), or one per group (``drop``)."""
+    found = find_duplicate_groups(root, [s.path for s in samples], threshold)
+    grouped = [
+        dataclasses.replace(
+            s, group="" if found.group_of[s.path] == s.path else found.group_of[s.path]
+        )
+        for s in samples
+    ]
+    if found.pairs:
+        log.info(
+            "%d near-duplicate pair(s) (pHash distance <= %d): %d images in groups of 2+, %s",
+            len(found.pairs),
+            threshold,
+            found.duplicated,
+            "kept together in one split" if mode == "group" else "one kept per group",
+        )
+    if mode == "drop":
+        grouped = [s for s in grouped if not s.group]
+    return grouped
 
 
 def _describe(splits: dict[str, list[Sample]]) -> str:
