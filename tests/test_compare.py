@@ -15,7 +15,7 @@ from test_multirun import job_dirs, run_cli
 from torchvision.models import resnet50
 
 from covidxr.cli import report as report_cli
-from covidxr.reporting.compare import REPORT_METRICS, find_jobs
+from covidxr.reporting.compare import REPORT_METRICS, find_jobs, paired_difference, write_report
 from covidxr.utils.config import run_group
 from covidxr.utils.env import wandb_offline
 
@@ -155,3 +155,66 @@ def test_paper_table_sweeps_the_studys_weights_from_the_registry(tmp_path, data_
     assert len(str(params.seed).split(",")) >= 2
     sweep = OverridesParser.create().parse_overrides([f"backbone={params.backbone}"])[0]
     assert list(sweep.sweep_iterator()) == study_keys()  # what the basic sweeper launches
+
+
+def fake_run(folder: Path, overrides: list[str], seed: int, metrics: dict[str, float]) -> None:
+    """A finished job's folder as covidxr-train leaves it (config, overrides, metrics)."""
+    (folder / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "backbone": {"key": "random"}}
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}"]))
+    full = {f"test/{m}": metrics.get(m, 0.5) for m in REPORT_METRICS}
+    full |= {f"test/{m}_ci_low": full[f"test/{m}"] - 0.05 for m in REPORT_METRICS}
+    full |= {f"test/{m}_ci_high": full[f"test/{m}"] + 0.05 for m in REPORT_METRICS}
+    (folder / "metrics.json").write_text(json.dumps(full))
+
+
+def test_rows_are_the_swept_settings_with_intervals_and_a_paired_verdict(tmp_path: Path) -> None:
+    accuracy = {("full", 1): 0.90, ("full", 2): 0.92, ("full", 3): 0.91}
+    accuracy |= {("linear_probe", 1): 0.80, ("linear_probe", 2): 0.83, ("linear_probe", 3): 0.81}
+    for n, ((scheme, seed), acc) in enumerate(accuracy.items()):
+        fake_run(
+            tmp_path / "sweep" / str(n),
+            ["experiment=smoke", f"finetune={scheme}"],
+            seed,
+            {"acc": acc},
+        )
+    rows = {r["setting"]: r for r in write_report([tmp_path / "sweep"], tmp_path)}
+    assert set(rows) == {"finetune=full", "finetune=linear_probe"}  # not one "random, 6 runs" row
+    full = rows["finetune=full"]
+    assert full["runs"] == 3 and full["acc_mean"] == pytest.approx(91.0)
+    assert full["acc_ci_low"] < 91.0 < full["acc_ci_high"]  # the t-interval over 3 seeds
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Is `finetune=full` better?" in markdown and "| better |" in markdown
+    diff = paired_difference(
+        find_jobs([tmp_path / "sweep"]), "finetune=full", "finetune=linear_probe"
+    )
+    assert diff["pairs"] == 3 and diff["mean"] == pytest.approx(9.6667, abs=1e-3)
+
+
+def test_single_runs_show_their_bootstrap_interval(tmp_path: Path) -> None:
+    fake_run(tmp_path / "run", [], 1, {"acc": 0.7})
+    (row,) = write_report([tmp_path / "run"], tmp_path)
+    assert (row["acc_ci_low"], row["acc_ci_high"]) == pytest.approx((65.0, 75.0))
+    assert "70.00 [65.0, 75.0]" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("hidden_auroc", "reading"), [(0.93, "a shortcut"), (0.52, "depends on the lungs")]
+)
+def test_shortcut_check_reads_the_gap(hidden_auroc: float, reading: str, tmp_path: Path) -> None:
+    for n, (occlude, auroc) in enumerate((("none", 0.95), ("center", hidden_auroc))):
+        fake_run(tmp_path / "s" / str(n), [f"data.occlude={occlude}"], 1, {"auroc": auroc})
+    write_report([tmp_path / "s"], tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Shortcut check" in markdown and reading in markdown
+
+
+def test_report_puts_internal_and_external_side_by_side(tmp_path: Path) -> None:
+    fake_run(tmp_path / "r", [], 1, {"acc": 0.95})
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps({**metrics, "external/acc": 0.61}))
+    (row,) = write_report([tmp_path / "r"], tmp_path)
+    assert row["external_acc_mean"] == pytest.approx(61.0)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Internal vs external test" in markdown and "| 95.00 | 61.00 |" in markdown

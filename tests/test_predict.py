@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -206,3 +207,26 @@ def test_predict_refuses_bad_thresholds_and_empty_inputs(
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_eval_scores_an_external_dataset_beside_the_internal_test(
+    run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """Another set in the flat layout, with a class the model does not know (left out)."""
+    from covidxr.data.synthetic import generate_phantoms
+
+    other = generate_phantoms(
+        tmp_path / "made", per_class=6, classes=("COVID", "Normal", "Lung_Opacity"), size=64, seed=7
+    )
+    flat = tmp_path / "external"
+    for folder in other.iterdir():
+        if folder.is_dir():
+            shutil.copytree(folder / "images", flat / folder.name.upper())  # COVID/, NORMAL/, ...
+    overrides = [f"ckpt_path={run / 'checkpoints/best.ckpt'}", f"external={flat}"]
+    metrics = evaluate(compose_config("eval", overrides, tmp_path / "eval", data_dir))
+    assert "test/acc" in metrics and "external/acc" in metrics and "external/acc_ci_low" in metrics
+    rows = read_rows(tmp_path / "eval" / "predictions_external.csv")
+    assert len(rows) == 12 and {r["true"] for r in rows} == {"COVID", "Normal"}
+    assert (tmp_path / "eval" / "confusion_matrix_external.csv").is_file()
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["external/acc"] == metrics["external/acc"] and "test/acc" in saved

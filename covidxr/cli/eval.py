@@ -5,7 +5,8 @@
 
 The model brings its preprocessing and the checkpoint its data settings (dataset, classes,
 split), so the numbers equal the training run's test numbers; ``metrics.json`` lands in this
-eval's run folder.
+eval's run folder. ``external=FOLDER`` also scores every image of another dataset (any layout,
+classes matched by name) as ``external/...`` metrics, beside the internal ones.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from covidxr.inference.predictors import ExportedClassifier
 from covidxr.inference.preprocessing import THRESHOLD_KEY
 from covidxr.models.module import XRayClassifier
 from covidxr.paths import CONF_DIR, checkpoint_run_dir
-from covidxr.reporting.run import METRICS_FILE, test_and_report
+from covidxr.reporting.run import METRICS_FILE, external_test, print_metrics, test_and_report
 from covidxr.utils.config import register_configs
 from covidxr.utils.errors import ConfigError, MissingFileError, report_user_errors
-from covidxr.utils.io import atomic_path
+from covidxr.utils.io import atomic_path, write_json
 from covidxr.utils.runner import build_trainer, output_dir, task_wrapper
 from covidxr.utils.validate import check_eval
 from covidxr.weights.adapters import load_checkpoint_file
@@ -92,6 +93,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     metrics = test_and_report(trainer, model, datamodule, None, output_dir())
     compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
+    if cfg.get("external"):
+        external = RadiographyDataModule.external(
+            cfg.external,
+            model.class_names,
+            model.preprocessing.image_size,
+            batch_size=datamodule.hparams.batch_size,
+            num_workers=datamodule.hparams.num_workers,
+        )
+        metrics |= external_test(trainer, model, external, output_dir())
+        write_json(output_dir() / METRICS_FILE, dict(sorted(metrics.items())))
+        print_metrics(metrics, output_dir())
     if cfg.get("cam_samples"):
         grid = write_cam_grid(trainer, model, datamodule, int(cfg.cam_samples), output_dir())
         log_image_to_wandb(trainer, "test/grad_cam", grid)

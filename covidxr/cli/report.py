@@ -14,7 +14,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from covidxr.reporting.compare import write_report
+from covidxr.reporting.compare import find_jobs, paired_difference, write_report
+
+
+def _cell(row: dict, metric: str) -> str:
+    mean, low = row[f"{metric}_mean"], row[f"{metric}_ci_low"]
+    if math.isnan(mean):
+        return "–"
+    text = f"{mean:.1f}" + (f" ± {row[f'{metric}_std']:.1f}" if row["runs"] > 1 else "")
+    return text + ("" if math.isnan(low) else f" [{low:.1f}, {row[f'{metric}_ci_high']:.1f}]")
+
 
 SHOWN = ("acc", "sensitivity", "specificity", "auroc")
 
@@ -24,6 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path, help="multirun or run folders")
     parser.add_argument("--output", type=Path, default=None, help="default: the first folder")
     parser.add_argument("--stage", choices=("test", "val"), default="test")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="two settings (as the table names them): their paired difference over shared seeds",
+    )
     args = parser.parse_args(argv)
     output = args.output or args.folders[0]
     try:
@@ -31,16 +47,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
-    table = Table(title=f"{args.stage} metrics, % (mean ± std over seeds)")
-    for column in ("backbone", "runs", *SHOWN, "paper acc"):
-        table.add_column(column, justify="left" if column == "backbone" else "right")
+    table = Table(title=f"{args.stage} metrics, % (mean ± std over seeds, [95% interval])")
+    for column in ("setting", "runs", *SHOWN, "study acc"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
     for row in rows:
         runs = f"{row['runs']}" + (f" ({row['failed']} failed)" if row["failed"] else "")
-        cells = [f"{row[f'{m}_mean']:.1f} ± {row[f'{m}_std']:.1f}" for m in SHOWN]
+        cells = [_cell(row, m) for m in SHOWN]
         paper = "–" if math.isnan(row["paper_acc"]) else f"{row['paper_acc']:.2f}"
-        table.add_row(row["backbone"], runs, *cells, paper)
+        table.add_row(str(row["setting"]), runs, *cells, paper)
     console = Console()
     console.print(table)
+    if args.compare:
+        a, b = args.compare
+        diff = paired_difference(find_jobs(args.folders), a, b, "acc", args.stage)
+        if diff["pairs"] == 0:
+            console.print(f"{a} and {b} share no seed: nothing to pair.", highlight=False)
+        else:
+            console.print(
+                f"acc({a}) - acc({b}) = {diff['mean']:+.2f} points over {diff['pairs']} seed(s), "
+                f"95% interval [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}]",
+                highlight=False,
+            )
     console.print(f"Wrote {output / 'report.md'}, report.csv and report.png", highlight=False)
     return 0
 

@@ -22,15 +22,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=224, help="side in pixels (224)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument(
+        "--shortcut",
+        action="store_true",
+        help="burn a marker into the border of COVID images (a known shortcut, for audits)",
+    )
     args = parser.parse_args(argv)
     if args.per_class < 1 or args.size < 32:
         parser.error("--per-class must be >= 1 and --size >= 32")
     try:
-        generate_phantoms(args.out, args.per_class, args.classes, args.size, args.seed)
+        generate_phantoms(
+            args.out, args.per_class, args.classes, args.size, args.seed, shortcut=args.shortcut
+        )
     except ValueError as exc:
         parser.error(str(exc))
     total = args.per_class * len(args.classes)
-    print(f"Wrote {total} phantoms ({', '.join(args.classes)}) to {args.out}")
+    marker = " with a COVID border marker" if args.shortcut else ""
+    print(f"Wrote {total} phantoms ({', '.join(args.classes)}){marker} and masks to {args.out}")
     return 0
 
 

@@ -23,7 +23,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from covidxr.data.audit import DEFAULT_THRESHOLD
 from covidxr.data.decode import read_gray
-from covidxr.data.index import KNOWN_CLASSES, DatasetError, DatasetIndex, Sample, build_index
+from covidxr.data.index import (
+    KNOWN_CLASSES,
+    DatasetError,
+    DatasetIndex,
+    Sample,
+    build_index,
+    external_index,
+)
+from covidxr.data.occlusion import Occluder, mask_path
 from covidxr.data.sampling import EpochSampler, seed_pipeline
 from covidxr.data.synthetic import ensure_phantoms
 from covidxr.data.transforms import build_transform
@@ -42,8 +50,15 @@ class XRayDataset(Dataset):
     is then seeded by it, wherever (in whichever worker) it is computed.
     """
 
-    def __init__(self, root: Path, samples: Sequence[Sample], transform: A.Compose) -> None:
+    def __init__(
+        self,
+        root: Path,
+        samples: Sequence[Sample],
+        transform: A.Compose,
+        occluder: Occluder | None = None,
+    ) -> None:
         self.root, self.samples, self.transform = root, list(samples), transform
+        self.occluder = occluder or Occluder()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -51,7 +66,7 @@ class XRayDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
-        image = read_gray(self.root / sample.path)
+        image = self.occluder(read_gray(self.root / sample.path), sample.path)
         if seed is not None:
             seed_pipeline(self.transform, seed)
         return self.transform(image=image)["image"], sample.label
@@ -97,6 +112,8 @@ class RadiographyDataModule(LightningDataModule):
             unreadable file (``skip_corrupt`` drops them instead).
         dedup: near-duplicates (pHash) in one split together (``group``), one kept per group
             (``drop``), or ignored (``off``); ``dedup_threshold``: the pHash distance in bits.
+        occlude: ``center`` or ``lungs`` blacks out that part of every image of every split
+            (a shortcut control); ``occlude_border``: the frame ``center`` keeps.
         weighted_sampler: draw training batches with equal expected counts per class.
         train_augmentations: albumentations transforms applied to training images after resizing.
         output_dir: where ``split.csv`` is written (the run directory); None writes nothing.
@@ -120,6 +137,8 @@ class RadiographyDataModule(LightningDataModule):
         verify: bool = False,
         dedup: str = "off",
         dedup_threshold: int = DEFAULT_THRESHOLD,
+        occlude: str = "none",
+        occlude_border: float = 0.2,
         weighted_sampler: bool = False,
         train_augmentations: Sequence[A.BasicTransform] = (),
         output_dir: str | os.PathLike | None = None,
@@ -130,6 +149,7 @@ class RadiographyDataModule(LightningDataModule):
         self.root = Path(root)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.train_augmentations = list(train_augmentations)
+        self.occluder = Occluder(occlude, occlude_border, self.root)
         self.index: DatasetIndex | None = None
         self.datasets: dict[str, XRayDataset] = {}
 
@@ -150,6 +170,15 @@ class RadiographyDataModule(LightningDataModule):
         """Inverse-frequency weights (mean 1) for ``CrossEntropyLoss(weight=...)``."""
         counts = torch.tensor(self.class_counts, dtype=torch.float32)
         return counts.sum() / (len(counts) * counts.clamp(min=1))
+
+    @classmethod
+    def external(
+        cls, root: str | os.PathLike, classes: Sequence[str], image_size: int, **kwargs
+    ) -> RadiographyDataModule:
+        """Every image of another dataset as the test split, labelled by ``classes``."""
+        datamodule = cls(root, classes=classes, image_size=image_size, **kwargs)
+        datamodule.index = external_index(root, classes)
+        return datamodule
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is None:
@@ -175,11 +204,24 @@ class RadiographyDataModule(LightningDataModule):
                     log.warning(
                         "%d unreadable image(s) left out: %s", len(self.index.dropped), dropped
                     )
+        self.occluder.root = self.index.root
+        used = [s.path for group in self.index.splits.values() for s in group]
+        missing = self.occluder.missing_masks(used)
+        if missing:
+            raise DatasetError(
+                f"data.occlude=lungs needs the lung masks the database's current release ships "
+                f"in <Class>/masks/: {len(missing)} of {len(used)} images under "
+                f"{self.index.root} have none, e.g. {mask_path(self.index.root, missing[0])}. "
+                "Use data.occlude=center instead."
+            )
         eval_transform = self._transform(())
         for split in ("train", "val", "test"):
             transform = self._transform(self.train_augmentations) if split == "train" else None
             self.datasets[split] = XRayDataset(
-                self.index.root, self.index.splits[split], transform or eval_transform
+                self.index.root,
+                self.index.splits[split],
+                transform or eval_transform,
+                self.occluder,
             )
 
     def train_dataloader(self) -> DataLoader:
@@ -249,13 +291,21 @@ class SyntheticDataModule(RadiographyDataModule):
         per_class: int = 100,
         phantom_size: int = 224,
         phantom_seed: int = 0,
+        shortcut: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(root, **kwargs)  # records per_class etc. in hparams too
 
     def prepare_data(self) -> None:
         hp = self.hparams
-        ensure_phantoms(self.root, hp.per_class, KNOWN_CLASSES, hp.phantom_size, hp.phantom_seed)
+        ensure_phantoms(
+            self.root,
+            hp.per_class,
+            KNOWN_CLASSES,
+            hp.phantom_size,
+            hp.phantom_seed,
+            shortcut=hp.get("shortcut", False),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers use outside a Trainer and every DDP rank's view

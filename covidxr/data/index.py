@@ -440,3 +440,25 @@ def group_duplicates(root: Path, samples: list[Sample], mode: str, threshold: in
 
 def _describe(splits: dict[str, list[Sample]]) -> str:
     return ", ".join(f"{name} {len(samples)}" for name, samples in splits.items())
+
+
+def external_index(root: str | os.PathLike, classes: Sequence[str]) -> DatasetIndex:
+    """Every image of another dataset (any layout) as a test split, labelled by the class names
+    it shares with ``classes`` (a model's label order); its other classes are left out."""
+    layout = find_layout(root)
+    names = resolve_classes(classes)
+    shared = [name for name in names if name in layout.classes]
+    if not shared:
+        raise DatasetError(
+            f"external={layout.root} holds classes {list(layout.classes)}, none of the model's "
+            f"{list(names)}. Give a dataset with at least one of them (folders named by class)."
+        )
+    ignored = sorted(set(layout.classes) - set(shared))
+    if ignored:
+        log.info("External set %s: classes %s are not the model's, left out", layout.root, ignored)
+    test = [
+        Sample(f.relative_to(layout.root).as_posix(), names.index(name), name)
+        for name in shared
+        for f in layout.classes[name].files
+    ]
+    return DatasetIndex(layout.root, names, {"train": [], "val": [], "test": test})

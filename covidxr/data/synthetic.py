@@ -34,7 +34,7 @@ from covidxr.data.index import KNOWN_CLASSES, DatasetError, resolve_classes
 log = logging.getLogger(__name__)
 MANIFEST = "phantoms.json"
 #: Bumped whenever the drawing changes, so cached phantoms of an older generator are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: lung masks in <Class>/masks/, optional shortcut marker
 
 
 class _Canvas:
@@ -142,8 +142,14 @@ def _viral(c: _Canvas, rng: np.random.Generator, lungs: tuple, a: dict, strength
 _PATTERNS = {"COVID": _covid, "Lung_Opacity": _lung_opacity, "Viral Pneumonia": _viral}
 
 
-def render_phantom(class_name: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one phantom of ``class_name`` as an HxW uint8 image."""
+def render_phantom(
+    class_name: str, size: int, rng: np.random.Generator, shortcut: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """One phantom of ``class_name``: the HxW uint8 image and its lung mask (255 inside).
+
+    ``shortcut``: COVID images get a bright square burned into the top-left border, the kind of
+    marker (a hospital's label, a device's tag) a model can learn instead of the lungs.
+    """
     c = _Canvas(size)
     right, left, anatomy = _lungs(c, rng)
     _vessels(c, rng, anatomy, n=int(rng.integers(4, 9)), strength=0.05)
@@ -155,19 +161,27 @@ def render_phantom(class_name: str, size: int, rng: np.random.Generator) -> np.n
     m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, rng.uniform(0.95, 1.08))
     m[:, 2] += shift
     image = cv2.warpAffine(image, m, (size, size), borderMode=cv2.BORDER_REPLICATE)
+    lungs = cv2.warpAffine(np.clip(right + left, 0, 1), m, (size, size))
+    mask = np.where(lungs > 0.5, 255, 0).astype(np.uint8)
     gamma = rng.uniform(0.8, 1.25)
     image = np.clip(image, 0, 1) ** gamma * rng.uniform(0.85, 1.1) + rng.uniform(-0.04, 0.06)
     image += rng.normal(0, rng.uniform(0.01, 0.03), image.shape).astype(np.float32)
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.0) * size / 224)
-    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    pixels = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if shortcut and class_name == "COVID":
+        start, side = round(0.03 * size), max(2, round(0.12 * size))
+        pixels[start : start + side, start : start + side] = 255
+    return pixels, mask
 
 
-def _write_one(args: tuple[Path, str, int, int, int, int]) -> None:
-    out, name, class_index, index, size, seed = args
+def _write_one(args: tuple[Path, str, int, int, int, int, bool]) -> None:
+    out, name, class_index, index, size, seed, shortcut = args
     rng = np.random.default_rng([seed, class_index, index])
-    path = out / name / "images" / f"{name}-{index + 1}.png"
-    if not cv2.imwrite(str(path), render_phantom(name, size, rng)):
-        raise OSError(f"could not write {path}")
+    image, mask = render_phantom(name, size, rng, shortcut)
+    for folder, pixels in (("images", image), ("masks", mask)):
+        path = out / name / folder / f"{name}-{index + 1}.png"
+        if not cv2.imwrite(str(path), pixels):
+            raise OSError(f"could not write {path}")
 
 
 def generate_phantoms(
@@ -177,8 +191,10 @@ def generate_phantoms(
     size: int = 224,
     seed: int = 0,
     workers: int | None = None,
+    shortcut: bool = False,
 ) -> Path:
-    """Write ``per_class`` phantoms per class under ``out`` in the current Kaggle layout.
+    """Write ``per_class`` phantoms per class under ``out`` in the current Kaggle layout, with
+    their lung masks in ``<Class>/masks/`` (``shortcut``: see ``render_phantom``).
 
     Each image has its own generator seeded by (seed, class, index), so a file's content does not
     depend on how many images or classes are generated beside it.
@@ -187,18 +203,23 @@ def generate_phantoms(
     names = resolve_classes(classes)
     jobs = []
     for name in names:
-        (out / name / "images").mkdir(parents=True, exist_ok=True)
-        jobs += [(out, name, KNOWN_CLASSES.index(name), i, size, seed) for i in range(per_class)]
+        for folder in ("images", "masks"):
+            (out / name / folder).mkdir(parents=True, exist_ok=True)
+        index = KNOWN_CLASSES.index(name)
+        jobs += [(out, name, index, i, size, seed, shortcut) for i in range(per_class)]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(_write_one, jobs))
-    manifest = _manifest(per_class, names, size, seed)
+    manifest = _manifest(per_class, names, size, seed, shortcut)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 
-def _manifest(per_class: int, classes: Sequence[str], size: int, seed: int) -> dict:
+def _manifest(
+    per_class: int, classes: Sequence[str], size: int, seed: int, shortcut: bool = False
+) -> dict:
     """What identifies a set of phantoms: same manifest, same files."""
     return {
+        "shortcut": shortcut,
         "generator": GENERATOR_VERSION,
         "per_class": per_class,
         "classes": list(resolve_classes(classes)),
@@ -213,6 +234,7 @@ def ensure_phantoms(
     classes: Sequence[str] = ("COVID", "Normal"),
     size: int = 224,
     seed: int = 0,
+    shortcut: bool = False,
 ) -> Path:
     """Generate phantoms unless ``out`` already holds exactly this set (a cache across runs).
 
@@ -220,7 +242,7 @@ def ensure_phantoms(
     non-empty folder without our manifest is someone's data and is never touched.
     """
     out = Path(out)
-    wanted = _manifest(per_class, classes, size, seed)
+    wanted = _manifest(per_class, classes, size, seed, shortcut)
     manifest = out / MANIFEST
     if manifest.is_file():
         found = json.loads(manifest.read_text())
@@ -238,7 +260,7 @@ def ensure_phantoms(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new.", dir=out.parent))
     retired = out.parent / f".{out.name}.old.{os.getpid()}"
     try:
-        generate_phantoms(staging, per_class, classes, size, seed)
+        generate_phantoms(staging, per_class, classes, size, seed, shortcut=shortcut)
         if out.exists():
             out.rename(retired)
         staging.rename(out)

@@ -1,7 +1,10 @@
-"""Comparing runs the way the study's table does: from a multirun's or any run folders.
+"""Comparing runs: one row per setting a sweep varied, with intervals, paired differences, the
+study's numbers, and the shortcut check.
 
-Powers ``covidxr-report`` and ``notebooks/compare_runs.ipynb``; the study's numbers come from the
-weights registry.
+Rows are keyed by every override that differs between the jobs except the seed (read from each
+job's ``.hydra/overrides.yaml``), so ``finetune=full,linear_probe seed=1,2`` gives two rows of two
+runs. Powers ``covidxr-report`` and ``notebooks/compare_runs.ipynb``; the study's numbers come from
+the weights registry.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from covidxr.reporting.run import FAILED_FILE, METRICS_FILE
 from covidxr.utils.errors import MissingFileError
 from covidxr.utils.io import atomic_write
-from covidxr.weights.registry import REGISTRY
+from covidxr.weights.registry import PAPER_METRICS, REGISTRY
 
 #: The study's validation results (%), keyed by backbone key, from the registry.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
@@ -29,11 +32,10 @@ REPORT_METRICS = ("acc", "precision", "sensitivity", "specificity", "f1", "auroc
 
 @dataclass
 class Job:
-    """One run folder of a sweep: its backbone, seed, overrides, and metrics or error."""
+    """One run folder: its composed config, overrides, and metrics or error."""
 
     path: Path
-    backbone: str
-    seed: int | None
+    config: dict
     overrides: list[str]
     metrics: dict[str, float] | None = None
     error: str | None = None
@@ -41,6 +43,25 @@ class Job:
     @property
     def status(self) -> str:
         return "ok" if self.metrics is not None else "failed" if self.error else "incomplete"
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
+    @property
+    def backbone(self) -> str:
+        backbone = self.config.get("backbone") or {}
+        key = backbone.get("key", "unknown")
+        if key == "file" and backbone.get("path"):
+            key = f"file:{Path(str(backbone['path'])).name}"
+        return key
+
+    def override(self, key: str) -> str | None:
+        for item in self.overrides:
+            name, _, value = item.lstrip("+~").partition("=")
+            if name == key:
+                return value
+        return None
 
 
 def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
@@ -61,11 +82,7 @@ def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
             overrides = (
                 yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
             )
-            backbone = config.get("backbone") or {}
-            key = backbone.get("key", "unknown")
-            if key == "file" and backbone.get("path"):
-                key = f"file:{Path(str(backbone['path'])).name}"
-            job = Job(run, key, config.get("seed"), list(overrides or []))
+            job = Job(run, config, [str(o) for o in overrides or []])
             if (run / METRICS_FILE).is_file():
                 job.metrics = json.loads((run / METRICS_FILE).read_text())
             elif (run / FAILED_FILE).is_file():
@@ -74,13 +91,60 @@ def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
     return jobs
 
 
+IGNORED_KEYS = ("seed", "hydra.", "data.ci_seed", "model.ci_seed")
+
+
+def varied_keys(jobs: Sequence[Job]) -> list[str]:
+    """Overrides whose value differs between the jobs, the seed and Hydra's own excepted."""
+    keys = sorted(
+        {
+            item.lstrip("+~").partition("=")[0]
+            for job in jobs
+            for item in job.overrides
+            if not item.lstrip("+~").startswith(IGNORED_KEYS)
+        }
+    )
+    return [k for k in keys if len({job.override(k) for job in jobs}) > 1]
+
+
+def setting_of(job: Job, keys: Sequence[str]) -> str:
+    """The row a job belongs to: its values of the varied overrides (its backbone if none)."""
+    if not keys:
+        return job.backbone
+    return " ".join(f"{k}={job.override(k)}" for k in keys if job.override(k) is not None)
+
+
+#: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (then the normal's).
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060,
+       2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval (nan bounds for fewer than two values)."""
+    mean = statistics.fmean(values) if values else math.nan
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    t = T95[len(values) - 2] if len(values) - 1 <= len(T95) else 1.96
+    half = t * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
 def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object]]:
-    """One row per backbone: mean and std (%) of each metric over its finished jobs."""
+    """One row per setting: mean, std and 95% interval (%) of each metric over its jobs.
+
+    One run: its bootstrap interval over test images. Several (seeds): the t-interval of the
+    mean over runs. ``external_<metric>`` columns when runs were also tested on external data.
+    """
+    keys = varied_keys(jobs)
     rows = []
-    for backbone in sorted({j.backbone for j in jobs}):
-        group = [j for j in jobs if j.backbone == backbone]
+    for setting in sorted({setting_of(j, keys) for j in jobs}):
+        group = [j for j in jobs if setting_of(j, keys) == setting]
         done = [j for j in group if j.metrics is not None]
+        backbones = {j.backbone for j in group}
+        backbone = backbones.pop() if len(backbones) == 1 else "various"
         row: dict[str, object] = {
+            "setting": setting,
             "backbone": backbone,
             "runs": len(done),
             "failed": sum(j.status == "failed" for j in group),
@@ -92,19 +156,101 @@ def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object
                 for j in done
                 if f"{stage}/{metric}" in j.metrics
             ]
-            row[f"{metric}_mean"] = statistics.fmean(values) if values else math.nan
+            mean, low, high = mean_interval(values)
+            if len(done) == 1 and f"{stage}/{metric}_ci_low" in done[0].metrics:
+                low = 100 * done[0].metrics[f"{stage}/{metric}_ci_low"]
+                high = 100 * done[0].metrics[f"{stage}/{metric}_ci_high"]
+            row[f"{metric}_mean"] = mean
             row[f"{metric}_std"] = (
                 statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
             )
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
+            external = [
+                100 * j.metrics[f"external/{metric}"]
+                for j in done
+                if f"external/{metric}" in j.metrics
+            ]
+            row[f"external_{metric}_mean"] = statistics.fmean(external) if external else math.nan
             row[f"paper_{metric}"] = PAPER_RESULTS.get(backbone, {}).get(metric, math.nan)
         rows.append(row)
     return rows
 
 
-def _cell(mean: float, std: float, bold: bool) -> str:
+def paired_difference(
+    jobs: Sequence[Job], setting_a: str, setting_b: str, metric: str = "acc", stage: str = "test"
+) -> dict[str, float]:
+    """``a - b`` (%) over the seeds both settings ran: mean, 95% t-interval, number of pairs."""
+    keys = varied_keys(jobs)
+
+    def by_seed(setting: str) -> dict:
+        return {
+            j.seed: 100 * j.metrics[f"{stage}/{metric}"]
+            for j in jobs
+            if setting_of(j, keys) == setting and j.metrics and f"{stage}/{metric}" in j.metrics
+        }
+
+    a, b = by_seed(setting_a), by_seed(setting_b)
+    diffs = [a[seed] - b[seed] for seed in sorted(set(a) & set(b), key=str)]
+    mean, low, high = mean_interval(diffs)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "pairs": len(diffs)}
+
+
+def shortcut_check(rows: Sequence[Mapping], jobs: Sequence[Job]) -> list[str]:
+    """Markdown lines comparing each setting with lungs visible and hidden (``data.occlude``)."""
+    keys = varied_keys(jobs)
+    if "data.occlude" not in keys:
+        return []
+    lines = [
+        "## Shortcut check",
+        "",
+        "The same recipe with the lungs visible (`data.occlude=none`) and hidden. AUROC kept = "
+        "(hidden - 50) / (visible - 50): the share of the above-chance signal that needs no lungs.",
+        "",
+        "| setting | occlude | acc | auroc | AUROC kept | reading |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def base(setting: str) -> str:
+        return " ".join(p for p in setting.split() if not p.startswith("data.occlude="))
+
+    visible = {base(str(r["setting"])): r for r in rows if "data.occlude=none" in str(r["setting"])}
+    for row in rows:
+        setting = str(row["setting"])
+        if "data.occlude=none" in setting or "data.occlude=" not in setting:
+            continue
+        reference = visible.get(base(setting))
+        if reference is None:
+            continue
+        above = float(reference["auroc_mean"]) - 50
+        kept = (float(row["auroc_mean"]) - 50) / above if above > 0 else math.nan
+        if math.isnan(kept):
+            reading = "no signal with the lungs visible either"
+        elif kept >= 0.8:
+            reading = "**most of the score needs no lungs: a shortcut (source, markers, borders)**"
+        elif kept >= 0.4:
+            reading = "part of the score needs no lungs"
+        else:
+            reading = "the score depends on the lungs"
+        occlude = setting.split("data.occlude=")[1].split()[0]
+        for r, label in ((reference, "none"), (row, occlude)):
+            lines.append(
+                f"| {base(setting) or '-'} | {label} | {float(r['acc_mean']):.1f} | "
+                f"{float(r['auroc_mean']):.1f} | {'' if r is reference else f'{kept:.0%}'} | "
+                f"{'' if r is reference else reading} |"
+            )
+    return [*lines, ""]
+
+
+def _cell(row: Mapping, metric: str, bold: bool) -> str:
+    mean = float(row[f"{metric}_mean"])
     if math.isnan(mean):
         return "–"
-    text = f"{mean:.2f} ± {std:.2f}"
+    low, high = float(row[f"{metric}_ci_low"]), float(row[f"{metric}_ci_high"])
+    text = f"{mean:.2f}"
+    if int(row["runs"]) > 1:
+        text += f" ± {float(row[f'{metric}_std']):.2f}"
+    if not math.isnan(low):
+        text += f" [{low:.1f}, {high:.1f}]"
     return f"**{text}**" if bold else text
 
 
@@ -113,31 +259,69 @@ def report_markdown(rows: list[dict], jobs: Sequence[Job], stage: str) -> str:
         m: max((r[f"{m}_mean"] for r in rows if not math.isnan(r[f"{m}_mean"])), default=None)
         for m in REPORT_METRICS
     }
-    header = ["backbone", "runs", *REPORT_METRICS, *[f"paper {m}" for m in REPORT_METRICS[:5]]]
+    header = ["setting", "runs", *REPORT_METRICS, *[f"paper {m}" for m in PAPER_METRICS]]
     lines = [
-        f"# covidxr comparison ({stage} split, %, mean ± std over seeds)",
+        f"# covidxr comparison ({stage} split, %)",
+        "",
+        "Each cell: mean (± std over seeds) [95% interval: over test images for one run, of the "
+        "mean over seeds for several].",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for r in rows:
         runs = f"{r['runs']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
-        cells = [
-            _cell(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_mean"] == best[m]) for m in REPORT_METRICS
-        ]
+        cells = [_cell(r, m, r[f"{m}_mean"] == best[m]) for m in REPORT_METRICS]
         paper = [
-            "–" if math.isnan(r[f"paper_{m}"]) else f"{r[f'paper_{m}']:.2f}"
-            for m in REPORT_METRICS[:5]
+            "–" if math.isnan(r[f"paper_{m}"]) else f"{r[f'paper_{m}']:.2f}" for m in PAPER_METRICS
         ]
-        lines.append("| " + " | ".join([str(r["backbone"]), runs, *cells, *paper]) + " |")
+        lines.append("| " + " | ".join([str(r["setting"]), runs, *cells, *paper]) + " |")
     lines += [
         "",
         "Best mean per column in bold. 'paper' columns: the study's validation results (no "
         "separate test set, no seed), for reference.",
+        "",
     ]
+    if any(not math.isnan(r["external_acc_mean"]) for r in rows):
+        lines += [
+            "## Internal vs external test",
+            "",
+            "| setting | internal acc | external acc | internal auroc | external auroc |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['setting']} | {r['acc_mean']:.2f} | {r['external_acc_mean']:.2f} | "
+                f"{r['auroc_mean']:.2f} | {r['external_auroc_mean']:.2f} |"
+            )
+        lines.append("")
+    ranked = [r for r in rows if not math.isnan(r["acc_mean"])]
+    if len(ranked) > 1:
+        top = max(ranked, key=lambda r: r["acc_mean"])
+        pairs = [
+            (r, paired_difference(jobs, str(top["setting"]), str(r["setting"]), "acc", stage))
+            for r in ranked
+            if r is not top
+        ]
+        pairs = [(r, d) for r, d in pairs if d["pairs"] >= 2]
+        if pairs:
+            lines += [
+                f"## Is `{top['setting']}` better? (paired over shared seeds, accuracy)",
+                "",
+                "| against | seeds | difference | 95% interval | verdict |",
+                "|---|---|---|---|---|",
+            ]
+            for r, d in pairs:
+                verdict = "better" if d["ci_low"] > 0 else "not shown to differ"
+                lines.append(
+                    f"| {r['setting']} | {d['pairs']} | {d['mean']:+.2f} | "
+                    f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {verdict} |"
+                )
+            lines.append("")
+    lines += shortcut_check(rows, jobs)
     failed = [j for j in jobs if j.status != "ok"]
     if failed:
-        lines += ["", "## Jobs without results", ""]
+        lines += ["## Jobs without results", ""]
         for j in failed:
             reason = j.error or "no metrics.json (still running, or killed)"
             lines.append(f"- `{j.path}` ({j.backbone}, seed {j.seed}): {j.status}: {reason}")
@@ -149,34 +333,43 @@ def plot_report(
     path: Path,
     metrics: Sequence[str] = ("acc", "sensitivity", "specificity", "f1"),
 ) -> None:
+    """Bars with their 95% intervals, the study's accuracy as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2), 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2), 4.8), dpi=120)
     for k, metric in enumerate(metrics):
         xs = [i + k * width for i in range(len(rows))]
         means = [r[f"{metric}_mean"] for r in rows]
-        stds = [r[f"{metric}_std"] for r in rows]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=metric)
-    paper = [r["paper_acc"] for r in rows]
+        below = [
+            0 if math.isnan(r[f"{metric}_ci_low"]) else r[f"{metric}_mean"] - r[f"{metric}_ci_low"]
+            for r in rows
+        ]
+        above = [
+            0
+            if math.isnan(r[f"{metric}_ci_high"])
+            else r[f"{metric}_ci_high"] - r[f"{metric}_mean"]
+            for r in rows
+        ]
+        ax.bar(xs, means, width, yerr=[below, above], capsize=3, label=metric)
     ax.scatter(
-        [i for i in range(len(rows))],
-        paper,
+        list(range(len(rows))),
+        [r["paper_acc"] for r in rows],
         marker="_",
         s=300,
         color="black",
-        label="paper acc",
+        label="study acc",
         zorder=3,
     )
     ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(rows))])
-    ax.set_xticklabels([r["backbone"] for r in rows], rotation=30, ha="right")
+    ax.set_xticklabels([str(r["setting"]) for r in rows], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.legend(ncol=len(metrics) + 1, fontsize=8, loc="lower right")
-    ax.set_title("Test metrics per backbone (mean ± std over seeds)")
+    ax.set_title("Test metrics per setting, with 95% intervals")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

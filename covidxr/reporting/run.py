@@ -81,7 +81,7 @@ def _number(value: float | None) -> str:
 
 def metrics_table(metrics: Mapping[str, float], title: str) -> Table:
     """val/test metrics side by side with the test intervals, per-class rows last."""
-    stages = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
+    stages = [s for s in ("val", "test", "external") if any(k.startswith(f"{s}/") for k in metrics)]
     names = sorted(
         {
             k.split("/", 1)[1]
@@ -144,4 +144,40 @@ def test_and_report(
             probs, targets = (t.double().numpy() for t in predictions)
             reliability_diagram(probs, targets.astype(int), output_dir / RELIABILITY_FILE)
         print_metrics(metrics, output_dir)
+    return metrics
+
+
+def external_test(
+    trainer: L.Trainer, model: L.LightningModule, datamodule, output_dir: str | os.PathLike
+) -> dict[str, float]:
+    """Test on an external set (``datamodule``'s test split): its metrics as ``external/...``,
+    its confusion matrix, reliability diagram and a CSV of every prediction."""
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics = {
+        f"external/{k.split('/', 1)[1]}": v
+        for k, v in to_floats(trainer.callback_metrics).items()
+        if k.startswith("test/")
+    }
+    if trainer.is_global_zero:
+        output_dir = Path(output_dir)
+        matrix = model.confusion_matrices.get("test")
+        if matrix is not None:
+            write_confusion_matrix(
+                output_dir, matrix, model.class_names, "confusion_matrix_external"
+            )
+        if model.test_predictions is not None:
+            probs, targets = (t.double().numpy() for t in model.test_predictions)
+            reliability_diagram(probs, targets.astype(int), output_dir / "reliability_external.png")
+            dataset = datamodule.datasets["test"]
+            with atomic_write(output_dir / "predictions_external.csv") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(
+                    ["path", "true", "predicted", *[f"p_{c}" for c in model.class_names]]
+                )
+                for sample, row in zip(dataset.samples, probs, strict=True):
+                    predicted = model.class_names[int(row.argmax())]
+                    writer.writerow(
+                        [Path(dataset.root) / sample.path, sample.class_name, predicted,
+                         *[f"{p:.6f}" for p in row]]
+                    )  # fmt: skip
     return metrics

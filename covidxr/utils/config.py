@@ -67,6 +67,7 @@ RESOLVERS = {
     "append": lambda items, item: [*items, item],
     "data_dir": data_dir,  # ${data_dir:default}: COVIDXR_DATA_DIR, else the default
     "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
+    "flag": lambda value, text: text if value else "",  # ${flag:${.x},-x}: "-x" when x is true
 }
 
 
