@@ -112,6 +112,8 @@ class RadiographyDataModule(LightningDataModule):
             unreadable file (``skip_corrupt`` drops them instead).
         dedup: near-duplicates (pHash) in one split together (``group``), one kept per group
             (``drop``), or ignored (``off``); ``dedup_threshold``: the pHash distance in bits.
+        group_by: ``source`` keeps each source collection (the release's metadata) in one split.
+        test_sources: source collections held out as the test split (leave-sources-out).
         occlude: ``center`` or ``lungs`` blacks out that part of every image of every split
             (a shortcut control); ``occlude_border``: the frame ``center`` keeps.
         weighted_sampler: draw training batches with equal expected counts per class.
@@ -137,6 +139,8 @@ class RadiographyDataModule(LightningDataModule):
         verify: bool = False,
         dedup: str = "off",
         dedup_threshold: int = DEFAULT_THRESHOLD,
+        group_by: str = "none",
+        test_sources: Sequence[str] = (),
         occlude: str = "none",
         occlude_border: float = 0.2,
         weighted_sampler: bool = False,
@@ -195,6 +199,8 @@ class RadiographyDataModule(LightningDataModule):
                 verify=hp.verify,
                 dedup=hp.dedup,
                 dedup_threshold=hp.dedup_threshold,
+                group_by=hp.group_by,
+                test_sources=list(hp.test_sources or ()),
             )
             if self.output_dir is not None:
                 path = self.index.write_split_csv(self.output_dir / SPLIT_FILE)

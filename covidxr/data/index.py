@@ -369,6 +369,8 @@ def build_index(
     verify: bool = False,
     dedup: str = "off",
     dedup_threshold: int = DEFAULT_THRESHOLD,
+    group_by: str = "none",
+    test_sources: Sequence[str] = (),
 ) -> DatasetIndex:
     """Find, subset and split the images of one run; or reload a saved split exactly.
 
@@ -378,8 +380,12 @@ def build_index(
 
     ``dedup`` (new splits only): ``group`` keeps near-duplicates (pHash distance at most
     ``dedup_threshold``) in one split together, ``drop`` keeps the first image of each group,
-    ``off`` splits images independently.
+    ``off`` splits images independently. ``group_by=source`` keeps each source collection (from
+    the release's metadata) in one split; ``test_sources`` holds those sources out as the test
+    split and splits the rest into train and val (leave-sources-out).
     """
+    if group_by not in ("none", "source"):
+        raise DatasetError(f"data.group_by={group_by!r}: choose none or source.")
     if dedup not in DEDUP_MODES:
         raise DatasetError(f"data.dedup={dedup!r}: choose one of {list(DEDUP_MODES)}.")
     names = resolve_classes(classes)
@@ -411,9 +417,48 @@ def build_index(
         kept = [s for s in samples if s.path not in skip]
         if dedup != "off":
             kept = group_duplicates(layout.root, kept, dedup, dedup_threshold)
-        splits = stratified_split(kept, split_fractions, seed)
+        if group_by == "source" or test_sources:
+            splits = source_split(
+                layout, names, kept, split_fractions, seed, group_by, test_sources
+            )
+        else:
+            splits = stratified_split(kept, split_fractions, seed)
         log.info("Dataset %s (%s layout): %s", layout.root, layout.layout, _describe(splits))
     return DatasetIndex(root=layout.root, classes=names, splits=splits, dropped=dropped)
+
+
+def source_split(
+    layout: DatasetLayout,
+    names: Sequence[str],
+    samples: list[Sample],
+    fractions: Sequence[float],
+    seed: int,
+    group_by: str,
+    test_sources: Sequence[str],
+) -> dict[str, list[Sample]]:
+    """Splits that respect source collections: grouped by source, and/or sources held out."""
+    from covidxr.data.sources import read_sources
+
+    sources = read_sources(layout, list(names))
+    if group_by == "source":
+        samples = [dataclasses.replace(s, group=f"source:{sources[s.path]}") for s in samples]
+    if not test_sources:
+        return stratified_split(samples, fractions, seed)
+    unknown = sorted(set(test_sources) - set(sources.values()))
+    if unknown:
+        raise DatasetError(
+            f"data.test_sources: {unknown} are not sources of {layout.root}; its sources are "
+            f"{sorted(set(sources.values()))}."
+        )
+    held = set(test_sources)
+    train, val = fractions[0], fractions[1]
+    rest = [s for s in samples if sources[s.path] not in held]
+    splits = stratified_split(rest, (train / (train + val), val / (train + val), 0.0), seed)
+    splits["test"] = sorted(
+        (s for s in samples if sources[s.path] in held),
+        key=lambda s: (s.label, natural_key(s.path)),
+    )
+    return splits
 
 
 def group_duplicates(root: Path, samples: list[Sample], mode: str, threshold: int) -> list[Sample]:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from covidxr.data.index import KNOWN_CLASSES, DatasetError, resolve_classes
+from covidxr.data.sources import write_metadata
 
 log = logging.getLogger(__name__)
 MANIFEST = "phantoms.json"
@@ -209,6 +210,10 @@ def generate_phantoms(
         jobs += [(out, name, index, i, size, seed, shortcut) for i in range(per_class)]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(_write_one, jobs))
+    for name in names:  # two made-up source collections per class, as the release's metadata
+        files = [out / name / "images" / f"{name}-{i + 1}.png" for i in range(per_class)]
+        urls = [f"https://example.org/{name.lower()}-collection-{i % 2}/" for i in range(per_class)]
+        write_metadata(out, name, files, urls)
     manifest = _manifest(per_class, names, size, seed, shortcut)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
