@@ -118,6 +118,9 @@ def test_threshold_from_validation_is_stored_and_used(
     assert load_checkpoint_file(saved)["decision_threshold"] == threshold
     assert "decision_threshold" not in load_checkpoint_file(ckpt)  # the original is untouched
     assert (tmp_path / "cam_grid.png").stat().st_size > 5_000
+    # phantoms ship lung masks: the share of Grad-CAM energy inside them, overall and per class
+    assert 0.0 <= metrics["test/cam_lungs_share"] <= 1.0
+    assert {"test/cam_lungs_share/COVID", "test/cam_lungs_share/Normal"} & set(metrics)
     predictor = TorchPredictor.from_checkpoint(saved)
     assert predictor.preprocessing.threshold == threshold
     probs = np.array([[threshold, 1 - threshold], [threshold - 1e-3, 1 - threshold + 1e-3]])
@@ -230,3 +233,14 @@ def test_eval_scores_an_external_dataset_beside_the_internal_test(
     assert (tmp_path / "eval" / "confusion_matrix_external.csv").is_file()
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["external/acc"] == metrics["external/acc"] and "test/acc" in saved
+
+
+def test_energy_share_is_the_part_of_the_map_inside_the_region() -> None:
+    from covidxr.inference.gradcam import energy_share
+
+    maps = np.zeros((2, 4, 4), np.float32)
+    maps[0, :2] = 1.0  # all in the top half
+    maps[1] = 1.0  # everywhere
+    region = np.zeros((2, 4, 4), np.float32)
+    region[:, :2] = 1.0
+    assert energy_share(maps, region).tolist() == [1.0, 0.5]

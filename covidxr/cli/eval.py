@@ -18,6 +18,7 @@ import logging
 import math
 from pathlib import Path
 
+import cv2
 import hydra
 import lightning as L
 import numpy as np
@@ -26,8 +27,9 @@ from omegaconf import DictConfig
 
 from covidxr.data.datamodule import SPLIT_FILE, RadiographyDataModule
 from covidxr.data.decode import read_gray
+from covidxr.data.occlusion import Occluder, mask_path
 from covidxr.data.transforms import build_transform
-from covidxr.inference.gradcam import cam_grid, grad_cam
+from covidxr.inference.gradcam import cam_grid, energy_share, grad_cam
 from covidxr.inference.predictors import ExportedClassifier
 from covidxr.inference.preprocessing import THRESHOLD_KEY
 from covidxr.models.module import XRayClassifier
@@ -105,8 +107,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         write_json(output_dir() / METRICS_FILE, dict(sorted(metrics.items())))
         print_metrics(metrics, output_dir())
     if cfg.get("cam_samples"):
-        grid = write_cam_grid(trainer, model, datamodule, int(cfg.cam_samples), output_dir())
+        grid, energy = write_cam_grid(
+            trainer, model, datamodule, int(cfg.cam_samples), output_dir()
+        )
         log_image_to_wandb(trainer, "test/grad_cam", grid)
+        metrics |= energy
+        write_json(output_dir() / METRICS_FILE, dict(sorted(metrics.items())))
+        log.info(
+            "Share of Grad-CAM energy in the %s",
+            ", ".join(f"{k}: {v:.2f}" for k, v in energy.items()),
+        )
     if cfg.get("target_sensitivity"):
         metrics["val/threshold"] = save_threshold(
             trainer,
@@ -140,8 +150,26 @@ def predict_split(
     return files, labels, torch.cat(batches).numpy()
 
 
-def write_cam_grid(trainer, model, datamodule, samples: int, folder: Path) -> Path:
-    """Grad-CAM of up to ``samples`` test images, half correct and half wrong where possible."""
+def cam_regions(datamodule, files: list[Path], size: int) -> tuple[str, np.ndarray]:
+    """Where a chest X-ray model should look: the lung masks when the dataset ships them, else
+    the central region (the frame ``data.occlude=center`` keeps, removed)."""
+    root = Path(datamodule.datasets["test"].root)
+    masks = [mask_path(root, f.relative_to(root).as_posix()) for f in files]
+    if all(m.is_file() for m in masks):
+        regions = [
+            cv2.resize(read_gray(m), (size, size), interpolation=cv2.INTER_NEAREST) > 127
+            for m in masks
+        ]
+        return "lungs", np.stack(regions).astype(np.float32)
+    centre = Occluder("center")(np.ones((size, size), np.uint8), "")
+    return "center", np.repeat((1 - centre)[None].astype(np.float32), len(files), axis=0)
+
+
+def write_cam_grid(
+    trainer, model, datamodule, samples: int, folder: Path
+) -> tuple[Path, dict[str, float]]:
+    """Grad-CAM of up to ``samples`` test images, half correct and half wrong where possible,
+    and the share of CAM energy inside the lungs (or the centre) per true class."""
     files, labels, probs = predict_split(trainer, model, datamodule, "test")
     prep = model.preprocessing
     predicted = prep.decide(probs)
@@ -163,7 +191,16 @@ def write_cam_grid(trainer, model, datamodule, samples: int, folder: Path) -> Pa
     log.info(
         "Wrote Grad-CAM of %d test images (%d wrong) to %s", len(chosen), len(take_wrong), path
     )
-    return path
+    region, masks = cam_regions(datamodule, [files[i] for i in chosen], prep.image_size)
+    shares = energy_share(maps, masks)
+    chosen_labels = labels[chosen]
+    energy = {f"test/cam_{region}_share": float(np.nanmean(shares))}
+    for label, name in enumerate(names):
+        if (chosen_labels == label).any():
+            energy[f"test/cam_{region}_share/{name}"] = float(
+                np.nanmean(shares[chosen_labels == label])
+            )
+    return path, energy
 
 
 def save_threshold(trainer, model, datamodule, target: float, ckpt_path: Path, path: Path) -> float:

@@ -28,6 +28,14 @@ def grad_cam(
     return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
 
 
+def energy_share(maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Per image, the share of the map's total inside ``regions`` (masks in [0, 1], same shape):
+    "the model looks at the lungs" as a number."""
+    total = maps.reshape(len(maps), -1).sum(axis=1)
+    inside = (maps * regions).reshape(len(maps), -1).sum(axis=1)
+    return np.divide(inside, total, out=np.full_like(total, np.nan), where=total > 0)
+
+
 def overlay(grey: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """The X-ray in grey with the map as a JET heat map on top (BGR, uint8)."""
     cam = cv2.resize(cam.astype(np.float32), (grey.shape[1], grey.shape[0]))
