@@ -47,10 +47,11 @@ def test_callback_and_logger_configs_instantiate(
     for name in options(group):
         cfg = compose_config("train", [f"{group}={name}"], tmp_path, data_dir)
         build = instantiate_callbacks if group == "callbacks" else instantiate_loggers
-        entries = {k: v for k, v in (cfg[group] or {}).items() if k != "step_seed"}
+        always = {"step_seed", "preemption"} if group == "callbacks" else set()
+        entries = {k: v for k, v in (cfg[group] or {}).items() if k not in always}
         objects = build(cfg[group])
         assert (len(entries) > 0) == (name != "none"), name
-        assert len(objects) == len([v for v in entries.values() if v]) + (group == "callbacks")
+        assert len(objects) == len([v for v in entries.values() if v]) + len(always)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,7 @@ def test_debug_modes_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
     assert cfg.data.num_workers == 0
     assert not cfg.get("logger")
     # no checkpoints, but the recipe's scheme and the per-epoch seeding stay
-    assert sorted(cfg.callbacks) == ["finetune", "step_seed"]
+    assert sorted(cfg.callbacks) == ["finetune", "preemption", "step_seed"]
 
 
 def test_wandb_logger_brings_its_report_callback(tmp_path: Path, data_dir: Path) -> None:

@@ -6,6 +6,7 @@ scenarios are grouped: one sweep covers learning rates and a failing job togethe
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -78,17 +79,14 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
     assert "test/acc" in metrics
     rows = (run_dir / "confusion_matrix_test.csv").read_text().splitlines()[1:]
     counted = sum(int(x) for row in rows for x in row.split(",")[1:])
-    test_images = sum(
-        line.endswith(",test") for line in (run_dir / "split.csv").read_text().splitlines()
-    )
+    split = list(csv.DictReader((run_dir / "split.csv").open()))
+    test_images = sum(row["split"] == "test" for row in split)
     assert counted == test_images  # each test image once: no DistributedSampler padding
     # The W&B predictions table pairs every prediction with its own file, from both ranks.
     (table_file,) = (run_dir / "wandb").glob("offline-run-*/files/media/table/test/predictions*")
     table = json.loads(table_file.read_text())
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
-    classes = dict(
-        line.split(",")[0::2] for line in (run_dir / "split.csv").read_text().split()[1:]
-    )
+    classes = {row["path"]: row["class"] for row in split}
     assert len(rows) == test_images
     assert all(row["true"] == classes[row["path"]] for row in rows)
 

@@ -48,34 +48,64 @@ def test_same_config_same_metrics_whatever_the_worker_count(tmp_path: Path, data
     assert runs["a"] == runs["workers"]
 
 
+LONG = [*RUN, "trainer.max_epochs=4", "data.num_workers=0"]
+ENV = {"PYTHONPATH": str(Path(__file__).parent)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """Four epochs in one go, in a subprocess as a user runs it: the numbers to reach again."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    result = run_cli([*LONG, f"hydra.run.dir={folder / 'run'}"], data_dir, folder, ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"
+
+
 def test_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(
-    tmp_path: Path, data_dir: Path
+    uninterrupted: Path, tmp_path: Path, data_dir: Path
 ) -> None:
     """kill -9 during epoch 2 of 4, resume from last.ckpt into a new folder: the same end."""
-    run = [*RUN, "trainer.max_epochs=4", "data.num_workers=0"]
-    env = {"PYTHONPATH": str(Path(__file__).parent)}
-    whole, killed, resumed = tmp_path / "whole", tmp_path / "killed", tmp_path / "resumed"
-    result = run_cli([*run, f"hydra.run.dir={whole}"], data_dir, tmp_path, env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    killed, resumed = tmp_path / "killed", tmp_path / "resumed"
     kill = ["+callbacks.kill._target_=fault_injection.KillDuring", "+callbacks.kill.epoch=1"]
-    result = run_cli([*run, *kill, f"hydra.run.dir={killed}"], data_dir, tmp_path, env)
+    result = run_cli([*LONG, *kill, f"hydra.run.dir={killed}"], data_dir, tmp_path, ENV)
     assert result.returncode == -9  # SIGKILL: nothing could be saved on the way out
     assert not (killed / "metrics.json").exists()
     last = killed / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0  # epoch 1 done, epoch 2 lost
     result = run_cli(
-        [*run, f"ckpt_path={last}", f"hydra.run.dir={resumed}"], data_dir, tmp_path, env
+        [*LONG, f"ckpt_path={last}", f"hydra.run.dir={resumed}"], data_dir, tmp_path, ENV
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert metrics(resumed) == metrics(whole)
+    assert metrics(resumed) == metrics(uninterrupted)
     best = torch.load(resumed / "checkpoints" / "best.ckpt", weights_only=True)
-    assert (
-        best["state_dict"].keys()
-        == torch.load(whole / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"].keys()
-    )
-    assert (
-        best["epoch"] == torch.load(whole / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]
-    )
+    whole_best = torch.load(uninterrupted / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == whole_best["epoch"]
+
+
+def test_sigterm_then_the_same_command_finishes_with_the_same_numbers(
+    uninterrupted: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """Preemption: SIGTERM in epoch 2 of 4 exits 143 with last.ckpt whole; the same command
+    started again (resume=auto) continues in the same folder to the uninterrupted numbers."""
+    run = tmp_path / "run"
+    signal_once = [
+        "+callbacks.kill._target_=fault_injection.KillDuring",
+        "+callbacks.kill.epoch=1",
+        "+callbacks.kill.signum=15",
+        f"+callbacks.kill.once_file={tmp_path / 'signalled'}",
+    ]
+    command = [*LONG, *signal_once, "resume=auto", "logger=many", f"hydra.run.dir={run}"]
+    first = run_cli(command, data_dir, tmp_path, ENV)
+    assert first.returncode == 143, first.stderr[-3000:]
+    assert not (run / "failed.json").exists() and not (run / "metrics.json").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    wandb_id = (run / "wandb_id.txt").read_text()
+    again = run_cli(command, data_dir, tmp_path, ENV)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert metrics(run) == metrics(uninterrupted)
+    assert (run / "wandb_id.txt").read_text() == wandb_id  # the same W&B run continues
+    epochs = [r.split(",")[0] for r in (run / "csv" / "metrics.csv").read_text().splitlines()]
+    assert {"0", "1", "2", "3"} <= set(epochs)  # one continuous CSV log across both starts
 
 
 @pytest.mark.parametrize("earlier_best", [0.9, 0.1])

@@ -49,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     table = Table(title=f"{args.stage} metrics, % (mean ± std over seeds, [95% interval])")
     for column in ("setting", "runs", *SHOWN, "study acc"):
-        table.add_column(column, justify="left" if column == "setting" else "right")
+        if column == "setting":
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right")
     for row in rows:
         runs = f"{row['runs']}" + (f" ({row['failed']} failed)" if row["failed"] else "")
         cells = [_cell(row, m) for m in SHOWN]

@@ -14,9 +14,11 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from covidxr.data.datamodule import SPLIT_FILE
+from covidxr.models.callbacks import PREEMPTED_EXIT
 from covidxr.paths import CONF_DIR, checkpoint_run_dir
 from covidxr.reporting.run import test_and_report
 from covidxr.utils.config import register_configs
@@ -31,6 +33,18 @@ from covidxr.utils.runner import (
 from covidxr.utils.validate import check_train
 
 log = logging.getLogger(__name__)
+
+
+def resume_automatically(cfg: DictConfig) -> None:
+    """``resume=auto``: a job started again in a run folder that has ``checkpoints/last.ckpt``
+    (a preempted or requeued job) resumes from it."""
+    if cfg.get("resume", "never") != "auto" or cfg.get("ckpt_path"):
+        return
+    last = output_dir() / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+        log.info("resume=auto: resuming from %s", last)
 
 
 def reuse_split_when_resuming(cfg: DictConfig) -> None:
@@ -54,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``train=false`` tests the checkpoint ``ckpt_path`` (required then) without fitting.
     """
     check_train(cfg)
+    resume_automatically(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     reuse_split_when_resuming(cfg)
@@ -67,7 +82,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_hyperparameters(cfg, model, trainer)
     if not cfg.get("train", True):
         return test_and_report(trainer, model, datamodule, cfg.ckpt_path, output_dir())
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        log.warning(
+            "Stopped by a signal (preemption or a time limit) in epoch %d; %s holds the last "
+            "finished epoch. Start the same command again with resume=auto to continue.",
+            trainer.current_epoch + 1,
+            output_dir() / "checkpoints" / "last.ckpt",
+        )
+        raise SystemExit(PREEMPTED_EXIT) from None
     fit_metrics = dict(trainer.callback_metrics)
     if not cfg.get("test", True):
         return test_and_report(

@@ -10,8 +10,11 @@ run folder, it carries the best score and file over instead of starting the comp
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ from covidxr.data.sampling import derive_seed
 from covidxr.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
+#: Exit code of a job stopped by SIGTERM/SIGUSR1 (128 + SIGTERM, what schedulers report).
+PREEMPTED_EXIT = 143
 
 
 class StepSeed(Callback):
@@ -44,13 +49,25 @@ class StepSeed(Callback):
 
 
 class ResumableCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that, resumed into another folder, keeps the earlier segment's best.
+    """``ModelCheckpoint`` whose files are written atomically and that, resumed into another
+    folder, keeps the earlier segment's best.
+
+    A file is written beside its final name and renamed onto it, so a job killed while saving
+    (preemption, a time limit) leaves the previous ``last.ckpt`` whole.
 
     Lightning restores only ``best_model_path`` when the folder changed, so the new folder's first
     epoch would become "best" however poor. Here the best file is copied into the new folder and
     its score restored, so ``best.ckpt``, the tested model and the value returned to sweepers are
     the best of all segments.
     """
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        partial = f"{filepath}.part"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        trainer.strategy.barrier("checkpoint_renamed")
+        self._last_checkpoint_saved = filepath
 
     @property
     def state_key(self) -> str:
@@ -77,3 +94,27 @@ class ResumableCheckpoint(ModelCheckpoint):
         log.info(
             "Resumed with the earlier best (%s = %.4f), copied to %s", self.monitor, score, target
         )
+
+
+class Preemption(Callback):
+    """SIGUSR1 (a scheduler's warning before a time limit) stops training like SIGTERM does.
+
+    Lightning already stops after the current batch on SIGTERM; this makes SIGUSR1 do the same,
+    handing the signal on to any handler installed before (submitit's requeue, for instance).
+    ``covidxr-train`` then exits with ``PREEMPTED_EXIT`` and ``last.ckpt`` of the last finished
+    epoch intact; started again with ``resume=auto`` in the same folder, the job replays the
+    interrupted epoch exactly and ends with the numbers of an uninterrupted run.
+    """
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        previous = signal.getsignal(signal.SIGUSR1)
+
+        def stop(signum: int, frame: Any) -> None:
+            log.warning("Received signal %d: stopping after this batch", signum)
+            trainer._signal_connector.received_sigterm = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGUSR1, stop)

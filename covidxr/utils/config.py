@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from covidxr.paths import CONF_DIR
 from covidxr.utils.env import data_dir, wandb_offline
 from covidxr.utils.errors import ConfigError
+from covidxr.utils.io import atomic_write
 from covidxr.weights.registry import REGISTRY, study_keys
 
 
@@ -60,6 +61,22 @@ def run_group(default: str) -> str:
     return default
 
 
+def run_id(name: str) -> str:
+    """An id kept in the run folder (``<name>_id.txt``): a resumed or requeued job reuses it,
+    so its W&B run continues instead of starting a new one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return secrets.token_hex(4)
+    path = Path(HydraConfig.get().runtime.output_dir) / f"{name}_id.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    value = secrets.token_hex(4)
+    with atomic_write(path) as fh:
+        fh.write(value + "\n")
+    return value
+
+
 RESOLVERS = {
     "uid": lambda: secrets.token_hex(3),  # a short random id, cached: run folders never collide
     "wandb_offline": wandb_offline,
@@ -67,6 +84,7 @@ RESOLVERS = {
     "append": lambda items, item: [*items, item],
     "data_dir": data_dir,  # ${data_dir:default}: COVIDXR_DATA_DIR, else the default
     "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
+    "run_id": run_id,  # ${run_id:wandb}: the run folder's own id for that service
     "flag": lambda value, text: text if value else "",  # ${flag:${.x},-x}: "-x" when x is true
 }
 

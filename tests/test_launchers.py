@@ -1,0 +1,69 @@
+"""Where a multirun's jobs run: SLURM and local processes through submitit, Ray. What each would
+request for the study's table, and tiny end-to-end sweeps equal to the basic launcher's."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+from test_multirun import job_dirs, run_cli
+
+
+def test_slurm_requests_one_task_per_gpu_for_the_paper_table(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    overrides = ["experiment=paper_table", "trainer=ddp", "trainer.devices=4", "launcher=slurm"]
+    overrides += ["hydra.launcher.partition=gpu", "hydra.launcher.account=covid"]
+    cfg = compose_config("train", overrides, tmp_path, data_dir, keep_hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.account) == ("gpu", "covid")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4  # DDP under srun
+    assert launcher.timeout_min >= 60 and launcher.max_num_timeout >= 1  # requeued on preemption
+    assert cfg.resume == "auto"
+    (plugin,) = cfg.trainer.plugins
+    assert plugin._target_.endswith("SLURMEnvironment") and plugin.auto_requeue is False
+    assert len(cfg.hydra.sweeper.params.backbone.split(",")) == 10  # 30 jobs with 3 seeds
+
+
+def test_local_launcher_composes(tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config("train", ["launcher=local"], tmp_path, data_dir, keep_hydra=True)
+    assert cfg.hydra.launcher._target_.endswith("LocalLauncher") and cfg.resume == "auto"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
+    reason="hydra-ray-launcher is not installed (pip install -e '.[ray]')",
+)
+def test_ray_launcher_requests_the_gpus_of_a_job(tmp_path: Path, data_dir: Path) -> None:
+    overrides = ["experiment=paper_table", "trainer=gpu", "launcher=ray"]
+    cfg = compose_config("train", overrides, tmp_path, data_dir, keep_hydra=True)
+    assert cfg.hydra.launcher.ray.remote.num_gpus == 1
+
+
+def test_submitit_local_sweep_equals_the_basic_launchers(tmp_path: Path, data_dir: Path) -> None:
+    sweep = ["-m", "experiment=smoke", "seed=1,2"]
+    basic, local = tmp_path / "basic", tmp_path / "local"
+    result = run_cli([*sweep, f"hydra.sweep.dir={basic}"], data_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli([*sweep, "launcher=local", f"hydra.sweep.dir={local}"], data_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (local / ".submitit").is_dir()  # the jobs ran as submitit processes
+
+    def by_seed(sweep_dir: Path) -> dict[str, Path]:
+        return {
+            next(o for o in overrides if o.startswith("seed=")): folder
+            for overrides, folder in job_dirs(sweep_dir).items()
+        }
+
+    basic_jobs, local_jobs = by_seed(basic), by_seed(local)
+    assert set(basic_jobs) == set(local_jobs) == {"seed=1", "seed=2"}
+    for seed, folder in basic_jobs.items():
+        other = local_jobs[seed]
+        assert json.loads((other / "metrics.json").read_text()) == json.loads(
+            (folder / "metrics.json").read_text()
+        )
+        assert (other / "split.csv").read_text() == (folder / "split.csv").read_text()
