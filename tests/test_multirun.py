@@ -34,7 +34,7 @@ def run_cli(
 def job_dirs(sweep: Path) -> dict[tuple[str, ...], Path]:
     """Each job folder of a multirun, keyed by its overrides."""
     jobs = {}
-    for folder in sorted(p for p in sweep.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")):
         overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
         jobs[tuple(sorted(overrides))] = folder
     return jobs
@@ -162,3 +162,29 @@ def test_optuna_search(tmp_path: Path, data_dir: Path) -> None:
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert {"optimizer.lr", "model.dropout", "finetune"} <= set(results["best_params"])
     assert 0.0 <= results["best_value"] <= 1.0
+
+
+@pytest.mark.slow
+def test_optuna_study_is_shared_by_parallel_workers_and_continued(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Two trials at once in two submitit processes, then a second command continues the study."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = [
+        "hparams_search=optuna",
+        "experiment=smoke",
+        "launcher=local",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=shared",
+    ]
+    for attempt in ("first", "second"):
+        result = run_cli([*args, f"hydra.sweep.dir={tmp_path / attempt}"], data_dir, tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) == 4  # the second command added to the first one's study

@@ -3,7 +3,9 @@
 ``covidxr-bench data`` measures images/s of the input pipeline (decode + augment + collate) beside
 a torchvision ``ImageFolder`` + PIL baseline reading the same files, with 0 and 2 workers.
 ``covidxr-bench train`` measures training images/s through the Lightning Trainer beside a plain
-PyTorch loop on the same model, batches and threads.
+PyTorch loop on the same model, batches and threads. ``covidxr-bench gpu`` measures the GPU path:
+training images/s at 224 px in fp32, bf16 mixed precision, bf16 + channels_last and + compile,
+the share of step time spent waiting for data with 4/8/16 workers, and peak memory.
 """
 
 from __future__ import annotations
@@ -206,6 +208,97 @@ def bench_train(image_size: int, batch_size: int, steps: int, rounds: int, warmu
     console.print(f"torch threads: {torch.get_num_threads()}")
 
 
+def _gpu_steps_per_second(
+    batch_size: int, image_size: int, steps: int, bf16: bool, channels_last: bool, compiled: bool
+) -> tuple[float, float]:
+    """Training images/s on device-resident uint8 batches (no data loading) and peak GiB."""
+    from covidxr.models.module import XRayClassifier
+
+    device = torch.device("cuda")
+    torch.cuda.reset_peak_memory_stats()
+    model = XRayClassifier(channels_last=channels_last, compile=compiled).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images = torch.randint(0, 256, (batch_size, 1, image_size, image_size), dtype=torch.uint8)
+    images, labels = images.to(device), torch.randint(0, 2, (batch_size,), device=device)
+    warmup = 10 if compiled else 3
+    for i in range(warmup + steps):
+        if i == warmup:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(model.normalize(images)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    torch.cuda.synchronize()
+    rate = batch_size * steps / (time.perf_counter() - start)
+    return rate, torch.cuda.max_memory_allocated() / 2**30
+
+
+def _data_wait_share(root: Path, batch_size: int, workers: int, steps: int) -> tuple[float, float]:
+    """(share of step time waiting for the next batch, images/s) of bf16 channels_last training
+    fed by the real loader with ``workers`` processes."""
+    from covidxr.models.module import XRayClassifier
+
+    device = torch.device("cuda")
+    dm = RadiographyDataModule(
+        root, image_size=224, batch_size=batch_size, num_workers=workers, pin_memory=True,
+        persistent_workers=True, train_augmentations=load_augmentations("default"),
+    )  # fmt: skip
+    dm.setup("fit")
+    model = XRayClassifier(channels_last=True).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    waited = total = 0.0
+    batches = iter(itertools.cycle(dm.train_dataloader()))
+    for i in range(steps + 3):
+        begin = time.perf_counter()
+        images, labels = next(batches)
+        images, labels = images.to(device, non_blocking=True), labels.to(device)
+        got = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(model.normalize(images)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        torch.cuda.synchronize()
+        if i >= 3:
+            waited += got - begin
+            total += time.perf_counter() - begin
+    return waited / total, batch_size * steps / total
+
+
+def bench_gpu(root: Path | None, batch_size: int, steps: int) -> int:
+    """One table: the GPU training path against NVIDIA's published ResNet50 AMP figure."""
+    console = Console()
+    if not torch.cuda.is_available():
+        console.print("error: covidxr-bench gpu needs a CUDA GPU; none is visible here.")
+        return 2
+    table = Table(
+        title=f"ResNet50 training on {torch.cuda.get_device_name()}, 224 px, batch {batch_size}"
+    )
+    for column in ("setting", "images/s", "peak GiB"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    variants = [
+        ("fp32", False, False, False),
+        ("bf16-mixed", True, False, False),
+        ("bf16 + channels_last", True, True, False),
+        ("bf16 + channels_last + compile", True, True, True),
+    ]
+    for name, bf16, channels_last, compiled in variants:
+        rate, peak = _gpu_steps_per_second(batch_size, 224, steps, bf16, channels_last, compiled)
+        table.add_row(name, f"{rate:,.0f}", f"{peak:.1f}")
+    root = root or real_data_dir()
+    if root is not None:
+        for workers in (4, 8, 16):
+            share, rate = _data_wait_share(root, batch_size, workers, steps)
+            table.add_row(
+                f"real loader, {workers} workers: {share:.1%} waiting", f"{rate:,.0f}", ""
+            )
+    console.print(table)
+    console.print("Reference: NVIDIA's published ResNet50 AMP training, one A100: 2,470 img/s.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="covidxr-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,7 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_train.add_argument("--batch-size", type=int, default=16)
     p_train.add_argument("--steps", type=int, default=12, help="timed steps per round (12)")
     p_train.add_argument("--rounds", type=int, default=2, help="interleaved rounds (2)")
+    p_gpu = sub.add_parser("gpu", help="GPU training images/s, data wait and memory (CUDA)")
+    p_gpu.add_argument("--root", type=Path, default=None, help="real data for the loader rows")
+    p_gpu.add_argument("--batch-size", type=int, default=256)
+    p_gpu.add_argument("--steps", type=int, default=30, help="timed steps per setting (30)")
     args = parser.parse_args(argv)
+    if args.command == "gpu":
+        return bench_gpu(args.root, args.batch_size, args.steps)
     if args.command == "data":
         bench_data(args.root, args.images, args.image_size, args.batch_size)
     else:

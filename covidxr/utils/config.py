@@ -77,6 +77,13 @@ def run_id(name: str) -> str:
     return value
 
 
+def optuna_storage(folder: str) -> str:
+    """``sqlite:///<folder>/optuna.db``, the folder created: Optuna opens it before any job runs."""
+    path = Path(folder).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'optuna.db'}"
+
+
 RESOLVERS = {
     "uid": lambda: secrets.token_hex(3),  # a short random id, cached: run folders never collide
     "wandb_offline": wandb_offline,
@@ -85,6 +92,7 @@ RESOLVERS = {
     "data_dir": data_dir,  # ${data_dir:default}: COVIDXR_DATA_DIR, else the default
     "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
     "run_id": run_id,  # ${run_id:wandb}: the run folder's own id for that service
+    "optuna_storage": optuna_storage,  # ${optuna_storage:<folder>}: an SQLite study there
     "flag": lambda value, text: text if value else "",  # ${flag:${.x},-x}: "-x" when x is true
 }
 
