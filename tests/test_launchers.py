@@ -12,6 +12,14 @@ from conftest import compose_config
 from test_multirun import job_dirs, run_cli
 
 
+def by_seed(sweep_dir: Path) -> dict[str, Path]:
+    """A multirun's job folders by their seed override."""
+    return {
+        next(o for o in overrides if o.startswith("seed=")): folder
+        for overrides, folder in job_dirs(sweep_dir).items()
+    }
+
+
 def test_slurm_requests_one_task_per_gpu_for_the_paper_table(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -21,7 +29,7 @@ def test_slurm_requests_one_task_per_gpu_for_the_paper_table(
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.account) == ("gpu", "covid")
-    assert launcher.tasks_per_node == launcher.gpus_per_node == 4  # DDP under srun
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4  # DDP under srun (trainer=ddp: GPUs)
     assert launcher.timeout_min >= 60 and launcher.max_num_timeout >= 1  # requeued on preemption
     assert cfg.resume == "auto"
     (plugin,) = cfg.trainer.plugins
@@ -42,6 +50,10 @@ def test_ray_launcher_requests_the_gpus_of_a_job(tmp_path: Path, data_dir: Path)
     overrides = ["experiment=paper_table", "trainer=gpu", "launcher=ray"]
     cfg = compose_config("train", overrides, tmp_path, data_dir, keep_hydra=True)
     assert cfg.hydra.launcher.ray.remote.num_gpus == 1
+    cfg = compose_config(
+        "train", ["launcher=ray", "trainer=cpu"], tmp_path, data_dir, keep_hydra=True
+    )
+    assert cfg.hydra.launcher.ray.remote.num_gpus == 0  # a CPU job asks for no GPU
 
 
 def test_submitit_local_sweep_equals_the_basic_launchers(tmp_path: Path, data_dir: Path) -> None:
@@ -53,12 +65,6 @@ def test_submitit_local_sweep_equals_the_basic_launchers(tmp_path: Path, data_di
     assert result.returncode == 0, result.stderr[-3000:]
     assert (local / ".submitit").is_dir()  # the jobs ran as submitit processes
 
-    def by_seed(sweep_dir: Path) -> dict[str, Path]:
-        return {
-            next(o for o in overrides if o.startswith("seed=")): folder
-            for overrides, folder in job_dirs(sweep_dir).items()
-        }
-
     basic_jobs, local_jobs = by_seed(basic), by_seed(local)
     assert set(basic_jobs) == set(local_jobs) == {"seed=1", "seed=2"}
     for seed, folder in basic_jobs.items():
@@ -67,3 +73,29 @@ def test_submitit_local_sweep_equals_the_basic_launchers(tmp_path: Path, data_di
             (folder / "metrics.json").read_text()
         )
         assert (other / "split.csv").read_text() == (folder / "split.csv").read_text()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
+    reason="hydra-ray-launcher is not installed (pip install -e '.[ray]')",
+)
+def test_ray_sweep_on_a_local_cluster_equals_the_basic_launchers(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = ["-m", "experiment=smoke", "seed=1,2"]
+    basic, ray = tmp_path / "basic", tmp_path / "ray"
+    result = run_cli([*sweep, f"hydra.sweep.dir={basic}"], data_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # As many CPUs (torch threads) per job as the basic launcher uses, so the sums add up alike.
+    ray_args = ["launcher=ray", "hydra.launcher.ray.remote.num_cpus=2"]
+    ray_args += [
+        "+hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.include_dashboard=false",
+    ]
+    result = run_cli([*sweep, *ray_args, f"hydra.sweep.dir={ray}"], data_dir, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for seed in ("1", "2"):
+        ours = by_seed(ray)[f"seed={seed}"]
+        assert json.loads((ours / "metrics.json").read_text()) == json.loads(
+            (by_seed(basic)[f"seed={seed}"] / "metrics.json").read_text()
+        )

@@ -93,6 +93,8 @@ RESOLVERS = {
     "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
     "run_id": run_id,  # ${run_id:wandb}: the run folder's own id for that service
     "optuna_storage": optuna_storage,  # ${optuna_storage:<folder>}: an SQLite study there
+    # ${gpus:${trainer.accelerator},${trainer.devices}}: GPUs a launcher asks for one job
+    "gpus": lambda accelerator, devices: devices if accelerator in ("gpu", "cuda") else 0,
     "flag": lambda value, text: text if value else "",  # ${flag:${.x},-x}: "-x" when x is true
 }
 
