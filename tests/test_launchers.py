@@ -29,9 +29,8 @@ def test_slurm_requests_one_task_per_gpu_for_the_paper_table(
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.account) == ("gpu", "covid")
-    assert (
-        launcher.tasks_per_node == launcher.gpus_per_node == 4
-    )  # DDP under srun (trainer=ddp: GPUs)
+    # DDP under srun: one task per GPU of trainer=ddp
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4
     assert launcher.timeout_min >= 60 and launcher.max_num_timeout >= 1  # requeued on preemption
     assert cfg.resume == "auto"
     (plugin,) = cfg.trainer.plugins
