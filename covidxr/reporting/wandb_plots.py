@@ -45,6 +45,19 @@ def per_class_rows(probs: torch.Tensor, targets: torch.Tensor, names: list[str])
     ]
 
 
+def curves(xs, ys, names: list[str], title: str, xname: str):
+    """One W&B line per class."""
+    import wandb
+
+    return wandb.plot.line_series(
+        xs=[x.tolist() for x in xs],
+        ys=[y.tolist() for y in ys],
+        keys=names,
+        title=title,
+        xname=xname,
+    )
+
+
 class WandbTestReport(Callback):
     """Collects test predictions and logs the plots and tables to every ``WandbLogger``.
 
@@ -105,19 +118,9 @@ class WandbTestReport(Callback):
             "test/confusion_matrix": wandb.plot.confusion_matrix(
                 y_true=targets.tolist(), preds=probs.argmax(1).tolist(), class_names=names
             ),
-            "test/roc": wandb.plot.line_series(
-                xs=[x.tolist() for x in fpr],
-                ys=[y.tolist() for y in tpr],
-                keys=names,
-                title="ROC (one class vs rest)",
-                xname="false positive rate",
-            ),
-            "test/pr": wandb.plot.line_series(
-                xs=[x.tolist() for x in recall],
-                ys=[y.tolist() for y in precision],
-                keys=names,
-                title="Precision-recall (one class vs rest)",
-                xname="recall",
+            "test/roc": curves(fpr, tpr, names, "ROC (one class vs rest)", "false positive rate"),
+            "test/pr": curves(
+                recall, precision, names, "Precision-recall (one class vs rest)", "recall"
             ),
             "test/per_class": wandb.Table(
                 columns=["class", "precision", "sensitivity", "specificity", "f1", "support"],
