@@ -19,7 +19,8 @@ from covidxr.weights.store import cached_path, fetch, import_file, read_lock, ve
 def list_weights(console: Console) -> int:
     lock = read_lock()
     table = Table(title=f"ResNet50 starting weights (cache: {weights_dir()})")
-    for column in ("key", "name", "in study", "source", "download", "cached"):
+    table.add_column("key", no_wrap=True)  # what users type: never cut
+    for column in ("name", "in study", "source", "download", "cached"):
         table.add_column(column)
     for spec in REGISTRY.values():
         if spec.file_name is None:
