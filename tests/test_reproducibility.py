@@ -85,8 +85,9 @@ def test_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(
 def test_sigterm_then_the_same_command_finishes_with_the_same_numbers(
     uninterrupted: Path, tmp_path: Path, data_dir: Path
 ) -> None:
-    """Preemption: SIGTERM in epoch 2 of 4 exits 143 with last.ckpt whole; the same command
-    started again (resume=auto) continues in the same folder to the uninterrupted numbers."""
+    """Preemption: SIGTERM in epoch 2 of 4 writes last.ckpt there and then (mid-epoch, atomic)
+    and exits 143; the same command started again (resume=auto) continues that epoch where it
+    stopped, in the same folder, to the uninterrupted numbers."""
     run = tmp_path / "run"
     signal_once = [
         "+callbacks.kill._target_=fault_injection.KillDuring",
@@ -98,10 +99,13 @@ def test_sigterm_then_the_same_command_finishes_with_the_same_numbers(
     first = run_cli(command, data_dir, tmp_path, ENV)
     assert first.returncode == 143, first.stderr[-3000:]
     assert not (run / "failed.json").exists() and not (run / "metrics.json").exists()
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1  # written at the signal, in the middle of epoch 2
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] is False
     wandb_id = (run / "wandb_id.txt").read_text()
     again = run_cli(command, data_dir, tmp_path, ENV)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming epoch 2 after its first 2 batches" in again.stdout + again.stderr
     assert metrics(run) == metrics(uninterrupted)
     assert (run / "wandb_id.txt").read_text() == wandb_id  # the same W&B run continues
     epochs = [r.split(",")[0] for r in (run / "csv" / "metrics.csv").read_text().splitlines()]

@@ -155,6 +155,8 @@ class RadiographyDataModule(LightningDataModule):
         self.train_augmentations = list(train_augmentations)
         self.occluder = Occluder(occlude, occlude_border, self.root)
         self.index: DatasetIndex | None = None
+        #: set when resuming a checkpoint written mid-epoch: ``(epoch, images already seen)``
+        self.resume_from: tuple[int, int] | None = None
         self.datasets: dict[str, XRayDataset] = {}
 
     @property
@@ -238,6 +240,7 @@ class RadiographyDataModule(LightningDataModule):
         if self.hparams.weighted_sampler:
             weights = self.class_weights()[[s.label for s in dataset.samples]].tolist()
         sampler = EpochSampler(len(dataset), self.hparams.seed, weights)
+        sampler.resume_from = self.resume_from
         return self._loader(dataset, sampler=sampler, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:

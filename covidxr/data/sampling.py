@@ -39,6 +39,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __init__(self, size: int, seed: int, weights: Sequence[float] | None = None) -> None:
         self.size, self.seed, self.epoch = size, int(seed), 0
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        #: ``(epoch, positions)``: positions of that epoch already trained before a preemption
+        self.resume_from: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -52,5 +54,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.multinomial(self.weights, self.size, True, generator=generator)
+        start = 0
+        if self.resume_from is not None and self.resume_from[0] == self.epoch:
+            start = self.resume_from[1]  # a job preempted mid-epoch continues where it stopped
         for position, index in enumerate(order.tolist()):
-            yield index, derive_seed(self.seed, self.epoch, position)
+            if position >= start:
+                yield index, derive_seed(self.seed, self.epoch, position)

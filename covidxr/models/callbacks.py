@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from covidxr.data.sampling import derive_seed
 from covidxr.utils.io import atomic_path
@@ -101,9 +102,9 @@ class Preemption(Callback):
 
     Lightning already stops after the current batch on SIGTERM; this makes SIGUSR1 do the same,
     handing the signal on to any handler installed before (submitit's requeue, for instance).
-    ``covidxr-train`` then exits with ``PREEMPTED_EXIT`` and ``last.ckpt`` of the last finished
-    epoch intact; started again with ``resume=auto`` in the same folder, the job replays the
-    interrupted epoch exactly and ends with the numbers of an uninterrupted run.
+    Stopped, it writes ``last.ckpt`` mid-epoch and ``covidxr-train`` exits with
+    ``PREEMPTED_EXIT``; started again with ``resume=auto`` in the same folder, the job skips what
+    the interrupted epoch had seen and ends with the numbers of an uninterrupted run.
     """
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -118,3 +119,35 @@ class Preemption(Callback):
                 previous(signum, frame)
 
         signal.signal(signal.SIGUSR1, stop)
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        """Stopped by a signal: write ``last.ckpt`` now, mid-epoch, atomically."""
+        if not isinstance(exception, SIGTERMException):
+            return
+        last = next(
+            (c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", 0) is None), None
+        )
+        if last is None or last.dirpath is None:
+            return
+        path = Path(last.dirpath) / f"{last.filename or 'last'}.ckpt"
+        partial = path.with_name(f"{path.name}.part")
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            os.replace(partial, path)
+        log.warning("Saved %s at step %d (mid-epoch) before stopping", path, trainer.global_step)
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """A checkpoint written mid-epoch: the data module skips what that epoch already saw."""
+        progress = checkpoint.get("loops", {}).get("fit_loop", {})
+        done = progress.get("epoch_loop.batch_progress", {}).get("current", {}).get("completed", 0)
+        if progress.get("epoch_loop.batch_progress", {}).get("is_last_batch", True) or not done:
+            return
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "resume_from"):
+            epoch = checkpoint["epoch"]
+            datamodule.resume_from = (epoch, done * datamodule.hparams.batch_size)
+            log.info("Resuming epoch %d after its first %d batches", epoch + 1, done)
