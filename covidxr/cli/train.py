@@ -86,8 +86,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except SIGTERMException:
         log.warning(
-            "Stopped by a signal (preemption or a time limit) in epoch %d; %s holds the last "
-            "finished epoch. Start the same command again with resume=auto to continue.",
+            "Stopped by a signal (preemption or a time limit) in epoch %d; %s holds this step. "
+            "Start the same command again with resume=auto to continue.",
             trainer.current_epoch + 1,
             output_dir() / "checkpoints" / "last.ckpt",
         )
