@@ -183,8 +183,10 @@ def test_training_on_real_xrays_beats_chance(
         "callbacks.rich_progress_bar=null",
     ]
     metrics = train(compose_config("train", overrides, tmp_path, data_dir))
-    assert metrics["test/acc"] >= 0.7, metrics
-    assert metrics["test/auroc"] >= 0.75, metrics
+    shown = {k: round(v, 3) for k, v in metrics.items() if k.startswith("test/")}
+    # Better than a coin with 95% confidence (60 test images), not by a lucky margin.
+    assert metrics["test/auroc_ci_low"] > 0.5, shown
+    assert metrics["test/acc"] >= 0.6, shown
 
 
 def test_compiled_models_keep_checkpoints_loadable() -> None:
