@@ -39,7 +39,7 @@ def summary(layout: DatasetLayout, console: Console) -> int:
 
 def verify(layout: DatasetLayout, console: Console, workers: int | None = None) -> int:
     """Decode every image; list each unreadable one with its reason. Exit code 1 if any."""
-    files = [f for folder in layout.classes.values() for f in folder.files]
+    files = layout.files
     bad = find_unreadable(files, workers, console)
     for path, reason in bad:
         console.print(f"[red]unreadable[/red] {path}: {reason}", highlight=False, soft_wrap=True)

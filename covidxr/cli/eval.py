@@ -95,6 +95,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     metrics = test_and_report(trainer, model, datamodule, None, output_dir())
     compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
+    extra: dict[str, float] = {}
     if cfg.get("external"):
         external = RadiographyDataModule.external(
             cfg.external,
@@ -103,20 +104,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             batch_size=datamodule.hparams.batch_size,
             num_workers=datamodule.hparams.num_workers,
         )
-        metrics |= external_test(trainer, model, external, output_dir())
-        write_json(output_dir() / METRICS_FILE, dict(sorted(metrics.items())))
-        print_metrics(metrics, output_dir())
+        extra |= external_test(trainer, model, external, output_dir())
     if cfg.get("cam_samples"):
         grid, energy = write_cam_grid(
             trainer, model, datamodule, int(cfg.cam_samples), output_dir()
         )
         log_image_to_wandb(trainer, "test/grad_cam", grid)
-        metrics |= energy
+        extra |= energy
+    if extra:  # metrics.json and the table once more, with what followed the test
+        metrics |= extra
         write_json(output_dir() / METRICS_FILE, dict(sorted(metrics.items())))
-        log.info(
-            "Share of Grad-CAM energy in the %s",
-            ", ".join(f"{k}: {v:.2f}" for k, v in energy.items()),
-        )
+        print_metrics(metrics, output_dir())
     if cfg.get("target_sensitivity"):
         metrics["val/threshold"] = save_threshold(
             trainer,

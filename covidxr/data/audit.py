@@ -183,8 +183,7 @@ def _files(root: Path) -> tuple[Path, list[str]]:
     from covidxr.data.index import find_layout
 
     layout = find_layout(root)
-    files = [f for folder in layout.classes.values() for f in folder.files]
-    return layout.root, [f.relative_to(layout.root).as_posix() for f in files]
+    return layout.root, [f.relative_to(layout.root).as_posix() for f in layout.files]
 
 
 def audit(

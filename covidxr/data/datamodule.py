@@ -313,7 +313,7 @@ class SyntheticDataModule(RadiographyDataModule):
             KNOWN_CLASSES,
             hp.phantom_size,
             hp.phantom_seed,
-            shortcut=hp.get("shortcut", False),
+            shortcut=hp.shortcut,
         )
 
     def setup(self, stage: str | None = None) -> None:

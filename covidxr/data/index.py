@@ -110,6 +110,11 @@ class DatasetLayout:
     def counts(self) -> dict[str, int]:
         return {name: len(c.files) for name, c in self.classes.items()}
 
+    @property
+    def files(self) -> list[Path]:
+        """Every image of every class, class by class."""
+        return [f for folder in self.classes.values() for f in folder.files]
+
 
 @dataclass(frozen=True)
 class Sample:

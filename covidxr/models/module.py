@@ -273,9 +273,9 @@ class XRayClassifier(LightningModule):
             probs.cpu().double().numpy(),
             targets.cpu().numpy(),
             self.positive,
-            resamples=hp.get("ci_resamples", 1000),
-            level=hp.get("ci_level", 0.95),
-            seed=hp.get("ci_seed", 0),
+            resamples=hp.ci_resamples,
+            level=hp.ci_level,
+            seed=hp.ci_seed,
         )
         values |= {k: torch.tensor(v) for k, v in intervals.items()}
         self.log_dict(values, sync_dist=False)  # every process holds the gathered predictions
