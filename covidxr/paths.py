@@ -8,6 +8,9 @@ from pathlib import Path
 #: The checkout (an editable install): conf/ and the default data/ folder sit here.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+#: In a run folder: the final metrics, and the error of a job that failed (sweeps go on).
+METRICS_FILE = "metrics.json"
+FAILED_FILE = "failed.json"
 
 
 def checkpoint_run_dir(ckpt_path: str | os.PathLike) -> Path:

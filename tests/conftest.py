@@ -17,9 +17,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from covidxr.cli import register_configs
 from covidxr.data.synthetic import generate_phantoms
 from covidxr.paths import CONF_DIR
-from covidxr.utils.config import register_configs
 from covidxr.utils.env import DEFAULT_REAL_DATA, real_data_dir
 
 register_configs()

@@ -13,6 +13,7 @@ import pytest
 from covidxr.cli import data as data_cli
 from covidxr.data.audit import audit
 from covidxr.data.index import build_index
+from covidxr.data.spec import SplitSpec
 from covidxr.data.synthetic import generate_phantoms
 
 
@@ -49,12 +50,14 @@ def test_audit_finds_every_planted_copy_and_invents_none(planted) -> None:
 
 def test_a_random_split_leaks_and_a_dedup_split_does_not(planted, tmp_path: Path, capsys) -> None:
     root, copies = planted
-    leaky = build_index(root, split_fractions=(0.5, 0.2, 0.3), seed=1, dedup="off")
+    leaky = build_index(root, SplitSpec(split_fractions=(0.5, 0.2, 0.3), seed=1, dedup="off"))
     leaky.write_split_csv(tmp_path / "leaky.csv")
     assert data_cli.main(["audit", str(root), "--split-file", str(tmp_path / "leaky.csv")]) == 1
     assert "straddle the splits" in capsys.readouterr().out
     for seed in range(3):
-        index = build_index(root, split_fractions=(0.5, 0.2, 0.3), seed=seed, dedup="group")
+        index = build_index(
+            root, SplitSpec(split_fractions=(0.5, 0.2, 0.3), seed=seed, dedup="group")
+        )
         split_of = {s.path: name for name, group in index.splits.items() for s in group}
         for pair in copies:
             a, b = (Path(p).relative_to(root).as_posix() for p in pair)
@@ -65,7 +68,7 @@ def test_a_random_split_leaks_and_a_dedup_split_does_not(planted, tmp_path: Path
             "COVID/images/COVID-1.png"
         }
         assert data_cli.main(["audit", str(root), "--split-file", str(tmp_path / "split.csv")]) == 0
-    dropped = build_index(root, dedup="drop")
+    dropped = build_index(root, SplitSpec(dedup="drop"))
     assert sum(len(v) for v in dropped.splits.values()) == 66 - len(copies)
 
 
@@ -84,7 +87,7 @@ def test_audit_cli_writes_pairs_and_a_contact_sheet(planted, tmp_path: Path, cap
 
 
 def test_dedup_split_of_the_real_dev_set_has_no_leak(real_data: Path, tmp_path: Path) -> None:
-    index = build_index(real_data, dedup="group", dedup_threshold=2)
+    index = build_index(real_data, SplitSpec(dedup="group", dedup_threshold=2))
     index.write_split_csv(tmp_path / "split.csv")
     result = audit(real_data, split_file=tmp_path / "split.csv", threshold=2)
     assert len(result.within) >= 6  # the dev set holds exact copies (distance 0)

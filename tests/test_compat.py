@@ -1,8 +1,10 @@
-"""Checkpoints written before the 0.2 layout (model-owned preprocessing) still load and evaluate.
+"""Checkpoints of earlier versions still load, predict and evaluate.
 
 ``fixtures/checkpoint_v0.1.0.pt`` is ``best.ckpt`` of ``covidxr-train experiment=smoke`` at
-commit 15a3c79, with every tensor replaced by its shape (a ResNet50 is 95 MB); the tests put
-tensors of those shapes back and keep everything else as that version wrote it.
+commit 15a3c79 (before the model recorded its preprocessing); ``checkpoint_v0.2.0.pt`` the same at
+commit bdb7cc1 (before the layered package: split options threaded one by one, preprocessing in
+``inference``). Every tensor is replaced by its shape (a ResNet50 is 95 MB); the tests put tensors
+of those shapes back and keep everything else as that version wrote it.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from covidxr.inference.predictors import TorchPredictor
 from covidxr.models.module import XRayClassifier
 from covidxr.weights.registry import IMAGENET_MEAN, IMAGENET_STD
 
-FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v0.1.0.pt"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def old_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    saved = torch.load(FIXTURE, weights_only=True)
+@pytest.fixture(scope="module", params=["checkpoint_v0.1.0.pt", "checkpoint_v0.2.0.pt"])
+def old_checkpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    saved = torch.load(FIXTURES / request.param, weights_only=True)
     generator = torch.Generator().manual_seed(0)
     state = {}
     for key, (shape, dtype) in saved.pop("state_dict_shapes").items():
@@ -44,7 +48,6 @@ def old_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_old_checkpoint_loads_with_its_preprocessing(old_checkpoint: Path) -> None:
-    assert "image_size" not in torch.load(old_checkpoint, weights_only=True)["hyper_parameters"]
     model = XRayClassifier.from_checkpoint(old_checkpoint)
     prep = model.preprocessing
     assert prep.image_size == 32 and prep.class_names == ("COVID", "Normal")
@@ -74,3 +77,15 @@ def test_old_checkpoint_evaluates(old_checkpoint: Path, tmp_path: Path, data_dir
     metrics = evaluate(compose_config("eval", overrides, tmp_path / "eval", data_dir))
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert (tmp_path / "eval" / "metrics.json").is_file()
+    predictions = (tmp_path / "eval" / "predictions_test.csv").read_text().splitlines()
+    tested = [r for r in (split_dir / "split.csv").read_text().splitlines() if ",test," in r]
+    assert len(predictions) == 1 + len(tested)
+
+
+def test_the_fixtures_are_what_they_say() -> None:
+    """v0.1.0 recorded no input size in the model; v0.2.0 did, with flat split options."""
+    v1 = torch.load(FIXTURES / "checkpoint_v0.1.0.pt", weights_only=True)
+    v2 = torch.load(FIXTURES / "checkpoint_v0.2.0.pt", weights_only=True)
+    assert "image_size" not in v1["hyper_parameters"]
+    assert v2["hyper_parameters"]["image_size"] == 32
+    assert v2["datamodule_hyper_parameters"]["dedup"] == "group"

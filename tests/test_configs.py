@@ -6,9 +6,11 @@ from pathlib import Path
 
 import albumentations as A
 import pytest
+import yaml
 from conftest import compose_config
 from hydra.utils import instantiate
 from lightning import Trainer
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from covidxr.paths import CONF_DIR
 from covidxr.utils.runner import instantiate_callbacks, instantiate_loggers
@@ -99,10 +101,32 @@ def test_data_configs_instantiate(name: str, tmp_path: Path, data_dir: Path) -> 
     assert model.preprocessing.mean == tuple(cfg.backbone.mean)
 
 
+def settings(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: the values an experiment file sets."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= settings(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 @pytest.mark.parametrize("name", options("experiment"))
 def test_experiments_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
+    """The composed config holds every value the experiment file sets (its task name too)."""
     cfg = compose_config("train", [f"experiment={name}"], tmp_path, data_dir)
-    assert cfg.task_name == name or cfg.task_name
+    spec = yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text())
+    spec.pop("defaults", None)
+    spec.pop("hydra", None)
+    assert cfg.task_name == spec.get("task_name", "train")
+    for key, value in settings(spec).items():
+        if isinstance(value, str) and "${" in value:
+            continue  # an interpolation: resolved against the rest of the config
+        composed = OmegaConf.select(cfg, key)
+        if isinstance(composed, DictConfig | ListConfig):
+            composed = OmegaConf.to_container(composed, resolve=True)
+        assert composed == value, key
 
 
 @pytest.mark.parametrize("name", options("debug"))

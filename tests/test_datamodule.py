@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from covidxr.data.datamodule import RadiographyDataModule, SyntheticDataModule
-from covidxr.data.index import DatasetError
 from covidxr.data.synthetic import MANIFEST
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.utils.config import load_augmentations
+from covidxr.utils.errors import DatasetError
 from covidxr.weights.registry import IMAGENET_MEAN, IMAGENET_STD
 
 CLASSES = ("COVID", "Normal", "Lung_Opacity", "Viral Pneumonia")
@@ -46,9 +46,18 @@ def test_batches_from_synthetic_data(phantoms: Path, tmp_path: Path, num_classes
         train_augmentations=load_augmentations("strong"),
     )
     dm.setup("fit")
-    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
-        images, labels = next(iter(loader))
+    for split, loader in zip(
+        ("train", "val", "test"),
+        (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()),
+        strict=True,
+    ):
+        images, labels, indices = next(iter(loader))
         check_raw_batch(images, labels, 48, num_classes)
+        # each image carries its position in the split: the record of predictions places it
+        samples = dm.datasets[split].samples
+        assert labels.tolist() == [samples[i].label for i in indices.tolist()]
+        if split != "train":
+            assert indices.tolist() == list(range(len(indices)))
         normalised = NormalizeToRGB(IMAGENET_MEAN, IMAGENET_STD)(images)
         check_normalised(normalised, 48, IMAGENET_MEAN, IMAGENET_STD)
     assert dm.num_classes == num_classes
@@ -59,7 +68,7 @@ def test_batches_from_the_real_database(real_data: Path) -> None:
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     dm = RadiographyDataModule(real_data, image_size=64, batch_size=16, limit_per_class=40)
     dm.setup("fit")
-    images, labels = next(iter(dm.train_dataloader()))
+    images, labels, _ = next(iter(dm.train_dataloader()))
     check_raw_batch(images, labels, 64, 2)
     check_normalised(NormalizeToRGB(mean, std)(images), 64, mean, std)
     assert dm.class_counts == [32, 32]
@@ -127,7 +136,7 @@ def test_weighted_sampler_balances_batches(tmp_path: Path) -> None:
     weights = dm.class_weights()
     assert weights[0] > weights[1]
     loader = dm.train_dataloader()
-    drawn = torch.cat([labels for _ in range(20) for _, labels in loader])
+    drawn = torch.cat([labels for _ in range(20) for _, labels, _ in loader])
     assert len(drawn) == 20 * sum(counts)
     assert abs(float(drawn.float().mean()) - 0.5) < 0.08  # unweighted: 32/42 = 0.76
 
@@ -161,3 +170,22 @@ def test_synthetic_module_generates_once_and_protects_other_folders(tmp_path: Pa
         SyntheticDataModule(other, per_class=2).setup()
     assert (other / "notes.txt").read_text() == "keep me"
     assert (root / MANIFEST).is_file()
+
+
+def test_lung_masks_of_another_size_are_resized_nearest(tmp_path: Path) -> None:
+    """A mask stays a mask when resized: occluded pixels are exactly the nearest-neighbour
+    resize's (a bilinear resize would blur its edges into a different outline)."""
+    import cv2
+
+    from covidxr.data.occlusion import Occluder
+
+    mask = np.zeros((5, 7), np.uint8)
+    mask[1:4, 2:6] = 255
+    mask[2, 3] = 0
+    path = tmp_path / "COVID" / "masks" / "COVID-1.png"
+    path.parent.mkdir(parents=True)
+    assert cv2.imwrite(str(path), mask)
+    image = np.full((13, 17), 200, np.uint8)
+    occluded = Occluder("lungs", root=tmp_path)(image, "COVID/images/COVID-1.png")
+    nearest = cv2.resize(mask, (17, 13), interpolation=cv2.INTER_NEAREST) > 127
+    assert np.array_equal(occluded == 0, nearest)

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from covidxr.data.datamodule import RadiographyDataModule
 from covidxr.data.decode import UnreadableImageError, read_gray, scan_unreadable
-from covidxr.data.index import DatasetError, build_index
+from covidxr.data.index import build_index
+from covidxr.data.spec import SplitSpec
+from covidxr.utils.errors import DatasetError
 
 
 def test_8bit_grey_png_is_read_unchanged(tmp_path: Path) -> None:
@@ -94,7 +96,7 @@ def _dataset_with_bad_file(root: Path) -> Path:
 def test_skip_corrupt_drops_and_logs(tmp_path: Path, caplog) -> None:
     bad = _dataset_with_bad_file(tmp_path)
     with caplog.at_level(logging.WARNING):
-        index = build_index(tmp_path, skip_corrupt=True)
+        index = build_index(tmp_path, SplitSpec(skip_corrupt=True))
     assert [path for path, _reason in index.dropped] == ["COVID/images/COVID-3.png"]
     assert all(s.path != "COVID/images/COVID-3.png" for v in index.splits.values() for s in v)
     assert sum(len(v) for v in index.splits.values()) == 11
@@ -131,7 +133,9 @@ def test_skip_corrupt_records_the_dropped_files_in_the_run_folder(tmp_path: Path
     rows = (run / "unreadable_images.csv").read_text().splitlines()
     assert rows[0] == "path,reason" and rows[1].startswith("COVID/images/COVID-3.png,")
     # A saved split keeps its assignments; the unreadable file is left out of it too.
-    reused = build_index(tmp_path / "data", split_file=run / "split.csv", skip_corrupt=True)
+    reused = build_index(
+        tmp_path / "data", SplitSpec(split_file=run / "split.csv", skip_corrupt=True)
+    )
     assert sum(len(v) for v in reused.splits.values()) == 11
 
 

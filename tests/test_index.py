@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import write_png
 
-from covidxr.data.index import (
-    DatasetError,
-    build_index,
-    find_layout,
-    normalize_class_name,
-    read_split_csv,
-    select_files,
-    stratified_split,
-)
+from covidxr.data.classes import normalize_class_name
+from covidxr.data.index import build_index
+from covidxr.data.layout import find_layout
+from covidxr.data.spec import SplitSpec
+from covidxr.data.splits import read_split_csv, select_files, stratified_split
+from covidxr.utils.errors import ConfigError, DatasetError
 
 
 def make_current(root: Path, counts: dict[str, int]) -> Path:
@@ -90,7 +87,9 @@ def test_2020_layout_normalises_folder_names(tmp_path: Path) -> None:
     assert layout.layout == "2020"
     assert layout.root == root
     assert layout.counts() == {"COVID": 2, "Normal": 4, "Viral Pneumonia": 3}
-    index = build_index(tmp_path, ["COVID-19", "NORMAL", "Viral Pneumonia"], seed=1)
+    index = build_index(
+        tmp_path, SplitSpec(classes=["COVID-19", "NORMAL", "Viral Pneumonia"], seed=1)
+    )
     assert index.classes == ("COVID", "Normal", "Viral Pneumonia")
     labels = {s.class_name: s.label for v in index.splits.values() for s in v}
     assert labels == {"COVID": 0, "Normal": 1, "Viral Pneumonia": 2}
@@ -127,14 +126,14 @@ def test_two_datasets_under_root_is_ambiguous(tmp_path: Path) -> None:
 def test_missing_class_is_named(tmp_path: Path) -> None:
     make_flat(tmp_path, {"COVID": 2, "Normal": 2})
     with pytest.raises(DatasetError, match="'Lung_Opacity' is missing"):
-        build_index(tmp_path, ["COVID", "Normal", "Lung_Opacity"])
+        build_index(tmp_path, SplitSpec(classes=["COVID", "Normal", "Lung_Opacity"]))
 
 
 def test_empty_class_is_named(tmp_path: Path) -> None:
     make_flat(tmp_path, {"COVID": 2})
     (tmp_path / "Normal" / "images").mkdir(parents=True)
     with pytest.raises(DatasetError, match="'Normal' has no images"):
-        build_index(tmp_path, ["COVID", "Normal"])
+        build_index(tmp_path, SplitSpec(classes=["COVID", "Normal"]))
 
 
 @pytest.mark.parametrize(
@@ -144,7 +143,7 @@ def test_empty_class_is_named(tmp_path: Path) -> None:
 def test_bad_class_lists(tmp_path: Path, classes: list[str], match: str) -> None:
     make_flat(tmp_path, {"COVID": 2, "Normal": 2})
     with pytest.raises(DatasetError, match=match):
-        build_index(tmp_path, classes)
+        build_index(tmp_path, SplitSpec(classes=classes))
 
 
 def test_limit_per_class_is_deterministic_and_stable_when_files_are_added(tmp_path: Path) -> None:
@@ -172,9 +171,9 @@ def test_balance_subsamples_to_the_smallest_class(tmp_path: Path) -> None:
 
 def test_split_is_deterministic_stratified_and_disjoint(phantoms: Path) -> None:
     classes = ["COVID", "Normal", "Lung_Opacity"]
-    a = build_index(phantoms, classes, split_fractions=(0.5, 0.25, 0.25), seed=7)
-    b = build_index(phantoms, classes, split_fractions=(0.5, 0.25, 0.25), seed=7)
-    c = build_index(phantoms, classes, split_fractions=(0.5, 0.25, 0.25), seed=8)
+    a = build_index(phantoms, SplitSpec(classes=classes, split_fractions=(0.5, 0.25, 0.25), seed=7))
+    b = build_index(phantoms, SplitSpec(classes=classes, split_fractions=(0.5, 0.25, 0.25), seed=7))
+    c = build_index(phantoms, SplitSpec(classes=classes, split_fractions=(0.5, 0.25, 0.25), seed=8))
     assert a.splits == b.splits
     assert a.splits != c.splits
     assert {k: a.class_counts(k) for k in a.splits} == {
@@ -195,12 +194,14 @@ def test_default_fractions_and_tiny_classes_keep_every_split(tmp_path: Path) -> 
 
 
 def test_bad_fractions_are_refused(phantoms: Path) -> None:
-    with pytest.raises(DatasetError, match="split_fractions"):
-        build_index(phantoms, split_fractions=(0.8, 0.3, 0.1))
+    with pytest.raises(ConfigError, match="split_fractions"):
+        build_index(phantoms, SplitSpec(split_fractions=(0.8, 0.3, 0.1)))
 
 
 def test_split_file_round_trip(phantoms: Path, tmp_path: Path) -> None:
-    index = build_index(phantoms, ["COVID", "Normal"], limit_per_class=10, seed=5)
+    index = build_index(
+        phantoms, SplitSpec(classes=["COVID", "Normal"], limit_per_class=10, seed=5)
+    )
     path = index.write_split_csv(tmp_path / "run" / "split.csv")
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -208,14 +209,18 @@ def test_split_file_round_trip(phantoms: Path, tmp_path: Path) -> None:
     assert len(rows) == 20
     assert not Path(rows[0]["path"]).is_absolute()
     assert (phantoms / rows[0]["path"]).is_file()
-    reused = build_index(phantoms, ["COVID", "Normal"], seed=999, split_file=path)
+    reused = build_index(
+        phantoms, SplitSpec(classes=["COVID", "Normal"], seed=999, split_file=path)
+    )
     assert reused.splits == index.splits
 
 
 def test_split_file_with_other_classes_is_refused(phantoms: Path, tmp_path: Path) -> None:
-    path = build_index(phantoms, ["COVID", "Normal"]).write_split_csv(tmp_path / "split.csv")
+    path = build_index(phantoms, SplitSpec(classes=["COVID", "Normal"])).write_split_csv(
+        tmp_path / "split.csv"
+    )
     with pytest.raises(DatasetError, match=r"does not match data\.classes"):
-        build_index(phantoms, ["Normal", "COVID"], split_file=path)
+        build_index(phantoms, SplitSpec(classes=["Normal", "COVID"], split_file=path))
 
 
 def test_split_file_naming_missing_images_is_refused(tmp_path: Path) -> None:

@@ -70,25 +70,53 @@ def test_sweep_over_learning_rates_survives_a_failing_job(tmp_path: Path, data_d
 
 
 def test_ddp_with_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
+    """Two ranks, an odd number of test images (uneven shards): the record of predictions pairs
+    every row with its own file, and the metrics equal a single process's on the same model."""
+    from conftest import compose_config
+
+    from covidxr.cli.eval import evaluate
+
     run_dir = tmp_path / "run"
-    overrides = ["experiment=smoke", "trainer=ddp_sim", "logger=wandb", f"hydra.run.dir={run_dir}"]
+    overrides = [
+        "experiment=smoke",
+        "trainer=ddp_sim",
+        "logger=wandb",
+        "data.per_class=30",
+        "data.classes=[COVID,Normal,Lung_Opacity]",  # 3 x 3 test images: shards of 5 and 4
+        f"hydra.run.dir={run_dir}",
+    ]
     result = run_cli(overrides, data_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran in this folder
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert "test/acc" in metrics
+    split = list(csv.DictReader((run_dir / "split.csv").open()))
+    test_rows = [row for row in split if row["split"] == "test"]
+    assert len(test_rows) % 2 == 1
     rows = (run_dir / "confusion_matrix_test.csv").read_text().splitlines()[1:]
     counted = sum(int(x) for row in rows for x in row.split(",")[1:])
-    split = list(csv.DictReader((run_dir / "split.csv").open()))
-    test_images = sum(row["split"] == "test" for row in split)
-    assert counted == test_images  # each test image once: no DistributedSampler padding
-    # The W&B predictions table pairs every prediction with its own file, from both ranks.
+    assert counted == len(test_rows)  # each test image once: no DistributedSampler padding
+    # The record: one row per test image, in dataset order, each with its own file's label.
+    predictions = list(csv.DictReader((run_dir / "predictions_test.csv").open()))
+    assert [p["path"] for p in predictions] == [r["path"] for r in test_rows]
+    assert [p["label"] for p in predictions] == [r["label"] for r in test_rows]
+    # The W&B predictions table reads the same record.
     (table_file,) = (run_dir / "wandb").glob("offline-run-*/files/media/table/test/predictions*")
     table = json.loads(table_file.read_text())
-    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    table_rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     classes = {row["path"]: row["class"] for row in split}
-    assert len(rows) == test_images
-    assert all(row["true"] == classes[row["path"]] for row in rows)
+    assert len(table_rows) == len(test_rows)
+    assert all(row["true"] == classes[row["path"]] for row in table_rows)
+    # One process, the same checkpoint: the same numbers and the same record.
+    single_dir = tmp_path / "single"
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    single = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], single_dir, data_dir))
+    test_keys = sorted(k for k in metrics if k.startswith("test/"))
+    assert "test/auroc_ci_low" in test_keys and "test/ece" in test_keys
+    assert {k: single[k] for k in test_keys} == pytest.approx({k: metrics[k] for k in test_keys})
+    alone = list(csv.DictReader((single_dir / "predictions_test.csv").open()))
+    assert [r["path"] for r in alone] == [p["path"] for p in predictions]
+    for a, b in zip(alone, predictions, strict=True):
+        assert float(a["p_COVID"]) == pytest.approx(float(b["p_COVID"]), abs=1e-5)
 
 
 def test_sweep_over_two_weight_files_and_two_finetuning_schemes(

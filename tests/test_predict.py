@@ -18,9 +18,9 @@ from covidxr.cli.eval import evaluate
 from covidxr.cli.train import train
 from covidxr.inference.export import export
 from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs, load_predictor
-from covidxr.inference.preprocessing import Preprocessing
 from covidxr.models.module import XRayClassifier
-from covidxr.weights.adapters import load_checkpoint_file
+from covidxr.models.preprocessing import Preprocessing
+from covidxr.utils.io import read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def test_files(run: Path) -> list[Path]:
     root = Path(
-        load_checkpoint_file(run / "checkpoints/best.ckpt")["datamodule_hyper_parameters"]["root"]
+        read_checkpoint(run / "checkpoints/best.ckpt")["datamodule_hyper_parameters"]["root"]
     )
     rows = list(csv.DictReader((run / "split.csv").open()))
     return [root / r["path"] for r in rows if r["split"] == "test"]
@@ -115,8 +115,8 @@ def test_threshold_from_validation_is_stored_and_used(
     metrics = evaluate(cfg)
     threshold = metrics["val/threshold"]
     saved = tmp_path / "best.threshold.ckpt"
-    assert load_checkpoint_file(saved)["decision_threshold"] == threshold
-    assert "decision_threshold" not in load_checkpoint_file(ckpt)  # the original is untouched
+    assert read_checkpoint(saved)["decision_threshold"] == threshold
+    assert "decision_threshold" not in read_checkpoint(ckpt)  # the original is untouched
     assert (tmp_path / "cam_grid.png").stat().st_size > 5_000
     # phantoms ship lung masks: the share of Grad-CAM energy inside them, overall and per class
     assert 0.0 <= metrics["test/cam_lungs_share"] <= 1.0
@@ -229,7 +229,10 @@ def test_eval_scores_an_external_dataset_beside_the_internal_test(
     metrics = evaluate(compose_config("eval", overrides, tmp_path / "eval", data_dir))
     assert "test/acc" in metrics and "external/acc" in metrics and "external/acc_ci_low" in metrics
     rows = read_rows(tmp_path / "eval" / "predictions_external.csv")
-    assert len(rows) == 12 and {r["true"] for r in rows} == {"COVID", "Normal"}
+    assert len(rows) == 12  # Lung_Opacity is not the model's: left out
+    folders = {"COVID": "0", "NORMAL": "1"}  # the model's label order
+    assert all(r["label"] == folders[r["path"].split("/")[0]] for r in rows)
+    assert all((flat / r["path"]).is_file() for r in rows)
     assert (tmp_path / "eval" / "confusion_matrix_external.csv").is_file()
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["external/acc"] == metrics["external/acc"] and "test/acc" in saved

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from covidxr.data.index import DatasetError, build_index
+from covidxr.data.index import build_index
+from covidxr.data.layout import find_layout
 from covidxr.data.sources import read_sources, source_of
+from covidxr.data.spec import SplitSpec
 from covidxr.data.synthetic import generate_phantoms
+from covidxr.utils.errors import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +46,7 @@ def test_a_source_is_the_collection_its_url_names(url: str, source: str) -> None
 
 
 def test_group_by_source_keeps_each_collection_in_one_split(with_sources: Path) -> None:
-    index = build_index(with_sources, split_fractions=(0.5, 0.5, 0.0), group_by="source")
-    from covidxr.data.index import find_layout
-
+    index = build_index(with_sources, SplitSpec(split_fractions=(0.5, 0.5, 0.0), group_by="source"))
     sources = read_sources(find_layout(with_sources), ["COVID", "Normal"])
     seen: dict[str, set[str]] = {}
     for split, samples in index.splits.items():
@@ -57,14 +58,14 @@ def test_group_by_source_keeps_each_collection_in_one_split(with_sources: Path) 
 
 def test_held_out_sources_are_the_test_split(with_sources: Path) -> None:
     held = "example.org/covid-collection-1"
-    index = build_index(with_sources, test_sources=[held])
+    index = build_index(with_sources, SplitSpec(test_sources=[held]))
     assert len(index.splits["test"]) == 10
     assert all(
         int(s.path.split("-")[-1].removesuffix(".png")) % 2 == 0 for s in index.splits["test"]
     )
     assert len(index.splits["train"]) + len(index.splits["val"]) == 30
     with pytest.raises(DatasetError, match="covid-collection-9"):
-        build_index(with_sources, test_sources=["example.org/covid-collection-9"])
+        build_index(with_sources, SplitSpec(test_sources=["example.org/covid-collection-9"]))
 
 
 def test_without_metadata_the_error_names_the_missing_file(
@@ -76,4 +77,4 @@ def test_without_metadata_the_error_names_the_missing_file(
     shutil.copytree(with_sources, copy)
     (copy / "Normal.metadata.xlsx").unlink()
     with pytest.raises(DatasetError, match=r"missing: .*Normal\.metadata\.xlsx"):
-        build_index(copy, group_by="source")
+        build_index(copy, SplitSpec(group_by="source"))

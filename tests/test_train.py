@@ -12,8 +12,8 @@ from hydra.errors import ConfigCompositionException
 
 from covidxr.cli.eval import evaluate
 from covidxr.cli.train import train
-from covidxr.data.index import DatasetError
 from covidxr.models.metrics import METRIC_NAMES
+from covidxr.utils.errors import DatasetError
 
 SMOKE = ["experiment=smoke"]
 
@@ -103,15 +103,19 @@ def test_resume_from_last_checkpoint_continues_with_the_same_split(
     assert resumed["global_step"] == 2 * first["global_step"]
 
 
-def test_fast_dev_run(tmp_path: Path, data_dir: Path) -> None:
-    metrics = train(compose_config("train", [*SMOKE, "debug=fdr"], tmp_path, data_dir))
-    assert "test/acc" in metrics
+def check_one_batch_each(cfg, metrics: dict[str, float], run_dir: Path) -> None:
+    """fast_dev_run: one batch of each stage was tested and reported, no checkpoint was left."""
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["val/acc"] <= 1.0
+    tested = (run_dir / "predictions_test.csv").read_text().splitlines()[1:]
+    split = (run_dir / "split.csv").read_text().splitlines()[1:]
+    assert len(tested) == min(cfg.data.batch_size, sum(",test," in row for row in split))
+    assert not list(run_dir.rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize("experiment", ["smoke", "demo"])
 def test_experiments_under_fast_dev_run(experiment: str, tmp_path: Path, data_dir: Path) -> None:
-    overrides = [f"experiment={experiment}", "debug=fdr"]
-    assert "test/acc" in train(compose_config("train", overrides, tmp_path, data_dir))
+    cfg = compose_config("train", [f"experiment={experiment}", "debug=fdr"], tmp_path, data_dir)
+    check_one_batch_each(cfg, train(cfg), tmp_path)
 
 
 def test_paper_experiment_without_the_database_says_where_to_get_it(
@@ -137,7 +141,8 @@ def test_paper_experiment_on_the_real_database(
         f"data.root={real_data}",
         "data.num_workers=0",
     ]
-    assert "test/acc" in train(compose_config("train", overrides, tmp_path, data_dir))
+    cfg = compose_config("train", overrides, tmp_path, data_dir)
+    check_one_batch_each(cfg, train(cfg), tmp_path)
 
 
 def test_four_classes_report_per_class_metrics(tmp_path: Path, data_dir: Path) -> None:
@@ -162,7 +167,8 @@ def test_optimized_metric_is_returned_to_sweepers(tmp_path: Path, data_dir: Path
     from covidxr.cli import train as train_module
 
     cfg = compose_config("train", [*SMOKE, "debug=fdr"], tmp_path, data_dir)
-    assert isinstance(train_module.main(cfg), float)  # hydra.main passes a given cfg through
+    returned = train_module.main(cfg)  # hydra.main passes a given cfg through
+    assert returned == read_metrics(tmp_path)["val/acc_best"]
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from covidxr.data.audit import DEFAULT_THRESHOLD, audit, contact_sheet, write_pairs
 from covidxr.data.decode import find_unreadable
-from covidxr.data.index import DatasetError, DatasetLayout, find_layout
-from covidxr.utils.errors import MissingFileError
+from covidxr.data.layout import DatasetLayout, find_layout
+from covidxr.utils.errors import DatasetError, MissingFileError
 
 
 def summary(layout: DatasetLayout, console: Console) -> int:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from covidxr.cli import register_configs
 from covidxr.inference.export import export
-from covidxr.inference.preprocessing import sidecar
+from covidxr.inference.predictors import sidecar
 from covidxr.paths import CONF_DIR
-from covidxr.utils.config import register_configs
 from covidxr.utils.errors import report_user_errors
 
 

@@ -19,10 +19,10 @@ import hydra
 from omegaconf import DictConfig
 from rich.progress import Progress
 
+from covidxr.cli import register_configs
 from covidxr.data.decode import read_gray
 from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs, load_predictor
 from covidxr.paths import CONF_DIR
-from covidxr.utils.config import register_configs
 from covidxr.utils.errors import ConfigError, report_user_errors
 from covidxr.utils.io import atomic_write
 from covidxr.utils.validate import check_predict

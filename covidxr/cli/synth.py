@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from covidxr.data.index import KNOWN_CLASSES
+from covidxr.data.classes import KNOWN_CLASSES
 from covidxr.data.synthetic import generate_phantoms
 
 

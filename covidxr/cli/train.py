@@ -17,11 +17,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
+from covidxr.cli import register_configs
 from covidxr.data.datamodule import SPLIT_FILE
+from covidxr.data.spec import SplitSpec
 from covidxr.models.callbacks import PREEMPTED_EXIT
 from covidxr.paths import CONF_DIR, checkpoint_run_dir
 from covidxr.reporting.run import test_and_report
-from covidxr.utils.config import register_configs
 from covidxr.utils.errors import MissingFileError, report_user_errors
 from covidxr.utils.runner import (
     build_trainer,
@@ -68,6 +69,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``train=false`` tests the checkpoint ``ckpt_path`` (required then) without fitting.
     """
     check_train(cfg)
+    # Every split option is checked before any file is read.
+    SplitSpec.from_options(cfg.data).require_splits(test=cfg.get("test", True))
     resume_automatically(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

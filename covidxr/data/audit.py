@@ -24,6 +24,8 @@ import numpy as np
 import PIL.Image
 
 from covidxr.data.decode import UnreadableImageError, read_gray
+from covidxr.data.layout import find_layout
+from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -180,10 +182,8 @@ class AuditResult:
 
 
 def _files(root: Path) -> tuple[Path, list[str]]:
-    from covidxr.data.index import find_layout
-
     layout = find_layout(root)
-    return layout.root, [f.relative_to(layout.root).as_posix() for f in layout.files]
+    return layout.root, [layout.relative(f) for f in layout.files]
 
 
 def audit(
@@ -239,25 +239,19 @@ def write_pairs(pairs: Sequence[tuple[str, str, int]], path: Path) -> Path:
 
 def contact_sheet(pairs: Sequence[tuple[str, str, int]], path: Path, most: int = 16) -> Path:
     """The ``most`` closest pairs side by side, so a person can judge them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shown = sorted(pairs, key=lambda p: p[2])[:most] or [("", "", 0)]
-    fig, axes = plt.subplots(len(shown), 2, figsize=(5, 2.6 * len(shown)), dpi=90, squeeze=False)
-    for row, (a, b, distance) in zip(axes, shown, strict=True):
-        for ax, image_path in zip(row, (a, b), strict=True):
-            ax.axis("off")
-            if image_path:
-                ax.imshow(read_gray(Path(image_path)), cmap="gray")
-                ax.set_title(
-                    f"{Path(image_path).parent.parent.name}/{Path(image_path).name}", fontsize=7
-                )
-        row[0].text(
-            -0.05, 0.5, f"d={distance}", transform=row[0].transAxes, rotation=90, va="center"
-        )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with saved_figure(
+        path, len(shown), 2, figsize=(5, 2.6 * len(shown)), dpi=90, squeeze=False
+    ) as axes:
+        for row, (a, b, distance) in zip(axes, shown, strict=True):
+            for ax, image_path in zip(row, (a, b), strict=True):
+                ax.axis("off")
+                if image_path:
+                    ax.imshow(read_gray(Path(image_path)), cmap="gray")
+                    ax.set_title(
+                        f"{Path(image_path).parent.parent.name}/{Path(image_path).name}", fontsize=7
+                    )
+            row[0].text(
+                -0.05, 0.5, f"d={distance}", transform=row[0].transAxes, rotation=90, va="center"
+            )
     return Path(path)

@@ -10,32 +10,34 @@ the effective batch size.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import torch
 import torch.distributed as dist
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from covidxr.data.audit import DEFAULT_THRESHOLD
+from covidxr.data.classes import KNOWN_CLASSES
 from covidxr.data.decode import read_gray
-from covidxr.data.index import (
-    KNOWN_CLASSES,
-    DatasetError,
-    DatasetIndex,
-    Sample,
-    build_index,
-    external_index,
-)
+from covidxr.data.index import build_index, external_index
 from covidxr.data.occlusion import Occluder, mask_path
 from covidxr.data.sampling import EpochSampler, seed_pipeline
+from covidxr.data.spec import SplitSpec
+from covidxr.data.splits import DatasetIndex, Sample
 from covidxr.data.synthetic import ensure_phantoms
 from covidxr.data.transforms import build_transform
+from covidxr.paths import checkpoint_run_dir
 from covidxr.utils.config import to_builtin
+from covidxr.utils.errors import ConfigError, DatasetError, MissingFileError
+from covidxr.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 #: In the run folder: every image used and its split; unreadable images left out (skip_corrupt).
@@ -44,7 +46,10 @@ DROPPED_FILE = "unreadable_images.csv"
 
 
 class XRayDataset(Dataset):
-    """Decoded, transformed images of one split: ``(image [1,H,W] uint8, label)``.
+    """Decoded, transformed images of one split: ``(image [1,H,W] uint8, label, index)``.
+
+    The index is the sample's position in the split: it places each prediction in the run's
+    record of predictions whichever process (DDP rank) computed it.
 
     A key is an index, or ``(index, seed)`` from ``EpochSampler``: the augmentation of that draw
     is then seeded by it, wherever (in whichever worker) it is computed.
@@ -63,29 +68,13 @@ class XRayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
         image = self.occluder(read_gray(self.root / sample.path), sample.path)
         if seed is not None:
             seed_pipeline(self.transform, seed)
-        return self.transform(image=image)["image"], sample.label
-
-
-class UnpaddedDistributedSampler(DistributedSampler):
-    """Every sample exactly once across processes, without the padding ``DistributedSampler`` adds.
-
-    Shards may differ by one sample; torchmetrics gathers uneven shards, so val/test metrics under
-    DDP equal single-process ones. Lightning leaves a ``DistributedSampler`` it finds in place.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        super().__init__(dataset, shuffle=False, drop_last=False)
-        self.indices = list(range(self.rank, len(dataset), self.num_replicas))
-        self.num_samples = len(self.indices)
-
-    def __iter__(self):
-        return iter(self.indices)
+        return self.transform(image=image)["image"], sample.label, index
 
 
 def _distributed() -> bool:
@@ -100,56 +89,44 @@ class RadiographyDataModule(LightningDataModule):
 
     Args:
         root: the dataset folder, or a folder above it (where the Kaggle archive was unpacked).
-        classes: 2 to 4 of COVID, Normal, Lung_Opacity, Viral Pneumonia; list order = label index.
         image_size: side of the square network input.
-        split_fractions: train, val, test fractions of each class.
-        seed: orders subsets and splits; the same seed gives the same split on any machine.
-        split_file: a ``split.csv`` to reuse exactly instead of splitting.
-        limit_per_class: a deterministic subset of at most this many images per class.
-        balance: subsample every class to the size of the smallest, as the reference study did.
-        skip_corrupt: decode every image while indexing and drop (and record) unreadable ones.
-        verify: decode every image of every split before training and fail naming every
-            unreadable file (``skip_corrupt`` drops them instead).
-        dedup: near-duplicates (pHash) in one split together (``group``), one kept per group
-            (``drop``), or ignored (``off``); ``dedup_threshold``: the pHash distance in bits.
-        group_by: ``source`` keeps each source collection (the release's metadata) in one split.
-        test_sources: source collections held out as the test split (leave-sources-out).
         occlude: ``center`` or ``lungs`` blacks out that part of every image of every split
             (a shortcut control); ``occlude_border``: the frame ``center`` keeps.
         weighted_sampler: draw training batches with equal expected counts per class.
         train_augmentations: albumentations transforms applied to training images after resizing.
         output_dir: where ``split.csv`` is written (the run directory); None writes nothing.
+        **split: the options of ``SplitSpec`` (classes, split_fractions, seed, split_file, ...):
+            which images the run uses and how they are split.
     """
 
     def __init__(
         self,
         root: str | os.PathLike,
-        classes: Sequence[str] = ("COVID", "Normal"),
         image_size: int = 224,
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
-        split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-        seed: int = 42,
-        split_file: str | os.PathLike | None = None,
-        limit_per_class: int | None = None,
-        balance: bool = False,
-        skip_corrupt: bool = False,
-        verify: bool = False,
-        dedup: str = "off",
-        dedup_threshold: int = DEFAULT_THRESHOLD,
-        group_by: str = "none",
-        test_sources: Sequence[str] = (),
         occlude: str = "none",
         occlude_border: float = 0.2,
         weighted_sampler: bool = False,
         train_augmentations: Sequence[A.BasicTransform] = (),
         output_dir: str | os.PathLike | None = None,
+        **split: Any,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["train_augmentations", "output_dir"])
-        self.hparams.update(to_builtin(dict(self.hparams)))  # checkpoints: weights_only loads
+        unknown = sorted(set(split) - set(SplitSpec.options()))
+        if unknown:
+            accepted = sorted({*_init_parameters(type(self)), *SplitSpec.options()})
+            raise ConfigError(
+                f"data.{unknown[0]} is not an option of {type(self).__name__}: remove it, or use "
+                f"one of {', '.join(accepted)}."
+            )
+        self.spec = SplitSpec(**split)
+        self.save_hyperparameters(ignore=["train_augmentations", "output_dir", "split"])
+        # Flat, plain builtins: checkpoints load with weights_only=True, and eval rebuilds this.
+        self.hparams.pop("split", None)
+        self.hparams.update(to_builtin({**dict(self.hparams), **self.spec.as_dict()}))
         self.root = Path(root)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.train_augmentations = list(train_augmentations)
@@ -159,13 +136,41 @@ class RadiographyDataModule(LightningDataModule):
         self.resume_from: tuple[int, int] | None = None
         self.datasets: dict[str, XRayDataset] = {}
 
+    @classmethod
+    def from_checkpoint(
+        cls,
+        ckpt_path: str | os.PathLike,
+        overrides: Mapping[str, Any] = (),
+        split_file: str | os.PathLike | None = None,
+        output_dir: str | os.PathLike | None = None,
+    ) -> RadiographyDataModule:
+        """The training run's data module, rebuilt to test its checkpoint on the same split.
+
+        ``overrides`` (non-null values) replace recorded settings (``root`` when the data moved);
+        the split is ``split_file``, else the run's ``split.csv``. Settings the data module no
+        longer takes (mean/std, which moved to the model in 0.2) are left out, so checkpoints of
+        earlier versions still evaluate.
+        """
+        checkpoint = read_checkpoint(ckpt_path)
+        hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        if not hparams:
+            raise ConfigError(
+                f"{ckpt_path} records no data settings: was it written by covidxr-train?"
+            )
+        datamodule_class = _recorded_class(checkpoint.get("datamodule_class", ""), ckpt_path)
+        accepted = {*_init_parameters(datamodule_class), *SplitSpec.options()}
+        hparams = {k: v for k, v in hparams.items() if k in accepted}
+        hparams.update({k: v for k, v in dict(overrides).items() if v is not None})
+        hparams["split_file"] = str(split_file or run_split_file(ckpt_path))
+        return datamodule_class(**hparams, output_dir=output_dir)
+
     @property
     def classes(self) -> tuple[str, ...]:
-        return self.index.classes if self.index else tuple(self.hparams.classes)
+        return self.index.classes if self.index else self.spec.classes
 
     @property
     def num_classes(self) -> int:
-        return len(self.hparams.classes)
+        return len(self.spec.classes)
 
     @property
     def class_counts(self) -> list[int]:
@@ -188,22 +193,7 @@ class RadiographyDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is None:
-            hp = self.hparams
-            self.index = build_index(
-                self.root,
-                hp.classes,
-                limit_per_class=hp.limit_per_class,
-                balance=hp.balance,
-                split_fractions=hp.split_fractions,
-                seed=hp.seed,
-                split_file=hp.split_file,
-                skip_corrupt=hp.skip_corrupt,
-                verify=hp.verify,
-                dedup=hp.dedup,
-                dedup_threshold=hp.dedup_threshold,
-                group_by=hp.group_by,
-                test_sources=list(hp.test_sources or ()),
-            )
+            self.index = build_index(self.root, self.spec)
             if self.output_dir is not None:
                 path = self.index.write_split_csv(self.output_dir / SPLIT_FILE)
                 log.info("Wrote the split to %s", path)
@@ -239,7 +229,7 @@ class RadiographyDataModule(LightningDataModule):
         weights = None
         if self.hparams.weighted_sampler:
             weights = self.class_weights()[[s.label for s in dataset.samples]].tolist()
-        sampler = EpochSampler(len(dataset), self.hparams.seed, weights)
+        sampler = EpochSampler(len(dataset), self.spec.seed, weights)
         sampler.resume_from = self.resume_from
         return self._loader(dataset, sampler=sampler, drop_last=False)
 
@@ -255,7 +245,8 @@ class RadiographyDataModule(LightningDataModule):
     def eval_loader(self, split: str) -> DataLoader:
         """Un-augmented, unshuffled batches of ``split``; each image once across processes."""
         dataset = self._dataset(split)
-        sampler = UnpaddedDistributedSampler(dataset) if _distributed() else None
+        # Lightning's own choice for test would pad shards with repeated images.
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if _distributed() else None
         return self._loader(dataset, sampler=sampler)
 
     def _transform(self, augmentations: Sequence[A.BasicTransform]) -> A.Compose:
@@ -319,3 +310,45 @@ class SyntheticDataModule(RadiographyDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers use outside a Trainer and every DDP rank's view
         super().setup(stage)
+
+
+def _init_parameters(datamodule_class: type) -> set[str]:
+    """Named parameters of the data module class and of its bases up to this module's."""
+    return {
+        name
+        for kind in datamodule_class.__mro__
+        if issubclass(kind, RadiographyDataModule)
+        for name, p in inspect.signature(kind.__init__).parameters.items()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name != "self"
+    }
+
+
+def _recorded_class(name: str, ckpt_path: str | os.PathLike) -> type[RadiographyDataModule]:
+    """The data module class a checkpoint names: covidxr's own classes only (importing a module
+    a file names would run its code)."""
+    if not name:
+        return RadiographyDataModule
+    module_name, _, class_name = name.rpartition(".")
+    kind = None
+    if module_name.startswith("covidxr."):
+        try:
+            kind = getattr(importlib.import_module(module_name), class_name, None)
+        except ImportError:
+            kind = None
+    if not (isinstance(kind, type) and issubclass(kind, RadiographyDataModule)):
+        raise ConfigError(
+            f"{ckpt_path} names the data module {name!r}, which is not one of covidxr's. "
+            "Was it written by covidxr-train?"
+        )
+    return kind
+
+
+def run_split_file(ckpt_path: str | os.PathLike) -> Path:
+    """``<run>/split.csv`` for ``<run>/checkpoints/x.ckpt``, or a clear error."""
+    split = checkpoint_run_dir(ckpt_path) / SPLIT_FILE
+    if not split.is_file():
+        raise MissingFileError(
+            f"No {SPLIT_FILE} found for {ckpt_path} (looked at {split}). "
+            "Pass split_file=<the training run's split.csv>."
+        )
+    return split

@@ -52,6 +52,8 @@ class Occluder:
             return image
         mask = read_gray(mask_path(self.root, relative_path))
         if mask.shape != image.shape:
-            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), cv2.INTER_NEAREST)
+            mask = cv2.resize(
+                mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST
+            )
         image[mask > 127] = 0
         return image

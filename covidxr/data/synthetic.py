@@ -29,8 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from covidxr.data.index import KNOWN_CLASSES, DatasetError, resolve_classes
+from covidxr.data.classes import KNOWN_CLASSES, resolve_classes
 from covidxr.data.sources import write_metadata
+from covidxr.utils.errors import DatasetError
 
 log = logging.getLogger(__name__)
 MANIFEST = "phantoms.json"

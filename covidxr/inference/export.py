@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from covidxr.inference.predictors import TorchPredictor
-from covidxr.inference.preprocessing import sidecar
+from covidxr.inference.predictors import TorchPredictor, sidecar
 from covidxr.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)

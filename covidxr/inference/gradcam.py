@@ -1,7 +1,9 @@
-"""Grad-CAM (Captum's ``LayerGradCam``) on the last ResNet stage: where the network looked."""
+"""Grad-CAM (Captum's ``LayerGradCam``) on the last ResNet stage: where the network looked, as
+overlays, a grid of test cases, and the share of the map inside the lungs."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +13,16 @@ import numpy as np
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
+from covidxr.data.datamodule import XRayDataset
+from covidxr.data.decode import read_gray
+from covidxr.data.occlusion import Occluder, mask_path
+from covidxr.data.transforms import build_transform
 from covidxr.inference.predictors import ExportedClassifier
+from covidxr.models.module import XRayClassifier
+from covidxr.models.predictions import Predictions
+from covidxr.utils.figures import saved_figure
+
+log = logging.getLogger(__name__)
 
 
 def grad_cam(
@@ -61,21 +72,70 @@ def cam_grid(
     columns: int = 4,
 ) -> Path:
     """A grid of overlays, correct cases framed green and wrong ones red, with their captions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = max(1, -(-len(greys) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.5 * rows), dpi=100)
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, grey, cam, title, ok in zip(
-        np.atleast_1d(axes).ravel(), greys, cams, titles, correct, strict=False
-    ):
-        ax.imshow(cv2.cvtColor(overlay(grey, cam), cv2.COLOR_BGR2RGB))
-        ax.set_title(title, fontsize=8, color="green" if ok else "red")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with saved_figure(path, rows, columns, figsize=(3 * columns, 3.5 * rows), dpi=100) as axes:
+        for ax in np.atleast_1d(axes).ravel():
+            ax.axis("off")
+        for ax, grey, cam, title, ok in zip(
+            np.atleast_1d(axes).ravel(), greys, cams, titles, correct, strict=False
+        ):
+            ax.imshow(cv2.cvtColor(overlay(grey, cam), cv2.COLOR_BGR2RGB))
+            ax.set_title(title, fontsize=8, color="green" if ok else "red")
     return Path(path)
+
+
+def cam_regions(root: Path, relative_paths: Sequence[str], size: int) -> tuple[str, np.ndarray]:
+    """Where a chest X-ray model should look: the lung masks when the dataset ships them, else
+    the central region (the frame ``data.occlude=center`` keeps, removed)."""
+    masks = [mask_path(root, p) for p in relative_paths]
+    if all(m.is_file() for m in masks):
+        regions = [
+            cv2.resize(read_gray(m), (size, size), interpolation=cv2.INTER_NEAREST) > 127
+            for m in masks
+        ]
+        return "lungs", np.stack(regions).astype(np.float32)
+    centre = Occluder("center")(np.ones((size, size), np.uint8), "")
+    return "center", np.repeat((1 - centre)[None].astype(np.float32), len(masks), axis=0)
+
+
+def write_test_cam_grid(
+    model: XRayClassifier,
+    dataset: XRayDataset,
+    record: Predictions,
+    samples: int,
+    path: str | os.PathLike,
+) -> tuple[Path, dict[str, float]]:
+    """Grad-CAM of up to ``samples`` test images from the run's record of test predictions,
+    half correct and half wrong where possible, and the share of CAM energy inside the lungs
+    (or the centre) per true class."""
+    prep = model.preprocessing
+    predicted = prep.decide(record.probs)
+    correct = predicted == record.targets
+    wrong, right = np.flatnonzero(~correct).tolist(), np.flatnonzero(correct).tolist()
+    take_wrong = wrong[: max(samples // 2, samples - len(right))]
+    chosen = take_wrong + right[: samples - len(take_wrong)]
+    relative = [dataset.samples[int(record.indices[i])].path for i in chosen]
+    transform = build_transform(prep.image_size)
+    images = torch.stack(
+        [transform(image=read_gray(Path(dataset.root) / p))["image"] for p in relative]
+    )
+    classifier = ExportedClassifier(model, prep).eval().cpu()
+    maps = grad_cam(classifier, images, torch.as_tensor(predicted[chosen]))
+    names = prep.class_names
+    labels = record.targets[chosen]
+    titles = [
+        f"{Path(p).name}\ntrue {names[t]}, predicted {names[predicted[i]]}"
+        for p, t, i in zip(relative, labels, chosen, strict=True)
+    ]
+    greys = [images[k, 0].numpy() for k in range(len(chosen))]
+    path = cam_grid(path, greys, maps, titles, correct[chosen].tolist())
+    log.info(
+        "Wrote Grad-CAM of %d test images (%d wrong) to %s", len(chosen), len(take_wrong), path
+    )
+    region, masks = cam_regions(Path(dataset.root), relative, prep.image_size)
+    shares = energy_share(maps, masks)
+    energy = {f"test/cam_{region}_share": float(np.nanmean(shares))}
+    for label, name in enumerate(names):
+        if (labels == label).any():
+            energy[f"test/cam_{region}_share/{name}"] = float(np.nanmean(shares[labels == label]))
+    return path, energy

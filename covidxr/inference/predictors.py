@@ -12,21 +12,23 @@ import glob
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-if TYPE_CHECKING:
-    from covidxr.models.module import XRayClassifier
-
 from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.index import natural_key
+from covidxr.data.layout import natural_key
 from covidxr.data.transforms import NormalizeToRGB, build_transform
-from covidxr.inference.preprocessing import Preprocessing, sidecar
+from covidxr.models.module import XRayClassifier
+from covidxr.models.preprocessing import Preprocessing
 from covidxr.utils.errors import MissingFileError
+
+
+def sidecar(model_path: str | os.PathLike) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``: the preprocessing recorded beside a model file."""
+    return Path(f"{model_path}.json")
 
 
 class ExportedClassifier(nn.Module):
@@ -102,8 +104,6 @@ class TorchPredictor:
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | os.PathLike, device: str = "cpu") -> TorchPredictor:
-        from covidxr.models.module import XRayClassifier
-
         return cls(XRayClassifier.from_checkpoint(ckpt_path), device)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:

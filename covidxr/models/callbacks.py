@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from covidxr.data.sampling import derive_seed
+from covidxr.utils.compat import AtomicModelCheckpoint, batches_done_in_epoch, request_stop
 from covidxr.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class StepSeed(Callback):
         random.seed(seed)
 
 
-class ResumableCheckpoint(ModelCheckpoint):
+class ResumableCheckpoint(AtomicModelCheckpoint):
     """``ModelCheckpoint`` whose files are written atomically and that, resumed into another
     folder, keeps the earlier segment's best.
 
@@ -61,14 +62,6 @@ class ResumableCheckpoint(ModelCheckpoint):
     its score restored, so ``best.ckpt``, the tested model and the value returned to sweepers are
     the best of all segments.
     """
-
-    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        partial = f"{filepath}.part"
-        super()._save_checkpoint(trainer, partial)
-        if trainer.is_global_zero:
-            os.replace(partial, filepath)
-        trainer.strategy.barrier("checkpoint_renamed")
-        self._last_checkpoint_saved = filepath
 
     @property
     def state_key(self) -> str:
@@ -114,7 +107,7 @@ class Preemption(Callback):
 
         def stop(signum: int, frame: Any) -> None:
             log.warning("Received signal %d: stopping after this batch", signum)
-            trainer._signal_connector.received_sigterm = True
+            request_stop(trainer)
             if callable(previous):
                 previous(signum, frame)
 
@@ -142,9 +135,8 @@ class Preemption(Callback):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         """A checkpoint written mid-epoch: the data module skips what that epoch already saw."""
-        progress = checkpoint.get("loops", {}).get("fit_loop", {})
-        done = progress.get("epoch_loop.batch_progress", {}).get("current", {}).get("completed", 0)
-        if progress.get("epoch_loop.batch_progress", {}).get("is_last_batch", True) or not done:
+        done = batches_done_in_epoch(checkpoint)
+        if not done:
             return
         datamodule = trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "resume_from"):

@@ -13,20 +13,17 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import CatMetric, MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchmetrics.functional.classification import (
-    binary_calibration_error,
-    multiclass_calibration_error,
-)
 
-from covidxr.data.index import normalize_class_name
+from covidxr.data.classes import normalize_class_name
 from covidxr.data.transforms import NormalizeToRGB
-from covidxr.inference.preprocessing import THRESHOLD_KEY, Preprocessing, positive_index
 from covidxr.models.backbone import NUM_FEATURES, build_backbone
 from covidxr.models.heads import build_head
 from covidxr.models.metrics import build_metrics, metric_inputs
-from covidxr.reporting.intervals import bootstrap_intervals
+from covidxr.models.predictions import Predictions, PredictionStore
+from covidxr.models.preprocessing import THRESHOLD_KEY, Preprocessing, positive_index
+from covidxr.utils.compat import attached_trainer
 from covidxr.utils.config import to_builtin
 from covidxr.utils.errors import ConfigError, MissingFileError
 from covidxr.weights.registry import get_spec
@@ -126,10 +123,10 @@ class XRayClassifier(LightningModule):
         n = len(class_names)
         self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in STAGES[1:]})
         self.val_acc_best = MaxMetric()
-        # Every test prediction (gathered across processes): intervals and calibration.
-        self.test_probs, self.test_targets = CatMetric(), CatMetric()
-        #: the last test's probabilities and targets, for reports (reliability diagram).
-        self.test_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Every test prediction with its dataset index, gathered across processes once.
+        self.test_store = PredictionStore()
+        #: the last test's record, sorted by dataset index: what every per-image report reads.
+        self.test_predictions: Predictions | None = None
         #: the last epoch's confusion matrices (rows: true class), for reports and loggers.
         self.confusion_matrices: dict[str, torch.Tensor] = {}
         #: chosen on validation by ``covidxr-eval target_sensitivity=...``, kept in the checkpoint.
@@ -196,8 +193,10 @@ class XRayClassifier(LightningModule):
         if self._restored_acc_best is not None:
             self.val_acc_best.update(torch.tensor(self._restored_acc_best))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, outputs: bool = False):
-        images, target = batch
+    def _step(self, batch: Sequence[torch.Tensor], stage: str):
+        """A batch is ``(images, target)``, or ``(images, target, dataset index)`` as the data
+        module's datasets yield it (the index places each test prediction in the record)."""
+        images, target, *index = batch
         logits = self(images)
         loss = nn.functional.cross_entropy(
             logits,
@@ -212,9 +211,11 @@ class XRayClassifier(LightningModule):
         if key in self.confusion:
             self.confusion[key].update(probs.argmax(dim=1), target)
         if stage == "test":
-            self.test_probs.update(probs)
-            self.test_targets.update(target)
-        return {"probs": probs, "target": target} if outputs else loss
+            if not index:  # a plain (images, target) loader, one process: positions in order
+                seen = sum(len(t) for t in self.test_store.indices)
+                index = [torch.arange(seen, seen + len(target), device=target.device)]
+            self.test_store.update(index[0], target, probs)
+        return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
@@ -224,9 +225,8 @@ class XRayClassifier(LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Returns the batch's probabilities and targets, for callbacks that report predictions."""
-        return self._step(batch, "test", outputs=True)
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities of a (normalised) batch, with or without labels."""
@@ -253,36 +253,19 @@ class XRayClassifier(LightningModule):
         self.val_acc_best.update(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
+    def on_test_epoch_start(self) -> None:
+        self.test_store.reset()
+
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        if not self.test_targets.update_called:
-            return
-        probs, targets = self.test_probs.compute(), self.test_targets.compute().long()
-        self.test_probs.reset()
-        self.test_targets.reset()
-        self.test_predictions = (probs.cpu(), targets.cpu())
-        if probs.shape[1] == 2:
-            ece = binary_calibration_error(
-                probs[:, self.positive], (targets == self.positive).long(), n_bins=15
-            )
-        else:
-            ece = multiclass_calibration_error(probs, targets, probs.shape[1], n_bins=15)
-        values = {"test/ece": ece}
-        hp = self.hparams
-        intervals = bootstrap_intervals(
-            probs.cpu().double().numpy(),
-            targets.cpu().numpy(),
-            self.positive,
-            resamples=hp.ci_resamples,
-            level=hp.ci_level,
-            seed=hp.ci_seed,
-        )
-        values |= {k: torch.tensor(v) for k, v in intervals.items()}
-        self.log_dict(values, sync_dist=False)  # every process holds the gathered predictions
+        if self.test_store.update_called:  # gathered from every process, sorted by index
+            self.test_predictions = self.test_store.compute()
+        self.test_store.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the data module's class, so covidxr-eval can rebuild the same data."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        trainer = attached_trainer(self)
+        datamodule = getattr(trainer, "datamodule", None) if trainer else None
         if datamodule is not None:
             kind = type(datamodule)
             checkpoint["datamodule_class"] = f"{kind.__module__}.{kind.__qualname__}"

@@ -1,30 +1,26 @@
-"""Learning-rate schedules that torch does not ship as one object."""
+"""Learning-rate schedules composed from torch's own schedulers."""
 
 from __future__ import annotations
 
-import math
-
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
 
 def warmup_cosine(
     optimizer: Optimizer, total_epochs: int, warmup_epochs: int = 1, min_factor: float = 0.01
-) -> LambdaLR:
-    """Linear warm-up from ``1/(warmup+1)`` of the rate, then cosine decay to ``min_factor``.
+) -> LRScheduler:
+    """Linear warm-up from ``1/(warmup+1)`` of the rate, then cosine decay, stepped per epoch.
 
-    Stepped once per epoch; every parameter group keeps its own base rate.
+    torch's ``LinearLR`` then ``CosineAnnealingLR``; the floor is ``min_factor`` times the first
+    (head) group's rate, since ``CosineAnnealingLR`` takes one floor for every group.
     """
     if total_epochs < 1 or warmup_epochs < 0:
         raise ValueError(
             f"total_epochs >= 1 and warmup_epochs >= 0, got {total_epochs}, {warmup_epochs}"
         )
-
-    def factor(epoch: int) -> float:
-        if epoch < warmup_epochs:
-            return (epoch + 1) / (warmup_epochs + 1)
-        span = max(1, total_epochs - warmup_epochs)
-        progress = min(1.0, (epoch - warmup_epochs) / span)
-        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
+    floor = min_factor * optimizer.param_groups[0]["lr"]
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_epochs - warmup_epochs), eta_min=floor)
+    if warmup_epochs == 0:
+        return cosine
+    warmup = LinearLR(optimizer, 1 / (warmup_epochs + 1), 1.0, total_iters=warmup_epochs)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])

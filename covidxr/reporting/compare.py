@@ -18,8 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from covidxr.reporting.run import FAILED_FILE, METRICS_FILE
+import scipy.stats
+
+from covidxr.paths import FAILED_FILE, METRICS_FILE
 from covidxr.utils.errors import MissingFileError
+from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write
 from covidxr.weights.registry import PAPER_METRICS, REGISTRY
 
@@ -114,18 +117,12 @@ def setting_of(job: Job, keys: Sequence[str]) -> str:
     return " ".join(f"{k}={job.override(k)}" for k in keys if job.override(k) is not None)
 
 
-#: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (then the normal's).
-T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060,
-       2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean and its 95% t-interval (nan bounds for fewer than two values)."""
     mean = statistics.fmean(values) if values else math.nan
     if len(values) < 2:
         return mean, math.nan, math.nan
-    t = T95[len(values) - 2] if len(values) - 1 <= len(T95) else 1.96
+    t = float(scipy.stats.t.ppf(0.975, len(values) - 1))
     half = t * statistics.stdev(values) / math.sqrt(len(values))
     return mean, mean - half, mean + half
 
@@ -334,45 +331,40 @@ def plot_report(
     metrics: Sequence[str] = ("acc", "sensitivity", "specificity", "f1"),
 ) -> None:
     """Bars with their 95% intervals, the study's accuracy as markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2), 4.8), dpi=120)
-    for k, metric in enumerate(metrics):
-        xs = [i + k * width for i in range(len(rows))]
-        means = [r[f"{metric}_mean"] for r in rows]
-        below = [
-            0 if math.isnan(r[f"{metric}_ci_low"]) else r[f"{metric}_mean"] - r[f"{metric}_ci_low"]
-            for r in rows
-        ]
-        above = [
-            0
-            if math.isnan(r[f"{metric}_ci_high"])
-            else r[f"{metric}_ci_high"] - r[f"{metric}_mean"]
-            for r in rows
-        ]
-        ax.bar(xs, means, width, yerr=[below, above], capsize=3, label=metric)
-    ax.scatter(
-        list(range(len(rows))),
-        [r["paper_acc"] for r in rows],
-        marker="_",
-        s=300,
-        color="black",
-        label="study acc",
-        zorder=3,
-    )
-    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(rows))])
-    ax.set_xticklabels([str(r["setting"]) for r in rows], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("%")
-    ax.set_ylim(0, 105)
-    ax.legend(ncol=len(metrics) + 1, fontsize=8, loc="lower right")
-    ax.set_title("Test metrics per setting, with 95% intervals")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    figsize = (max(6, 1.3 * len(rows) + 2), 4.8)
+    with saved_figure(path, figsize=figsize, dpi=120) as ax:
+        for k, metric in enumerate(metrics):
+            xs = [i + k * width for i in range(len(rows))]
+            means = [r[f"{metric}_mean"] for r in rows]
+            below = [
+                0
+                if math.isnan(r[f"{metric}_ci_low"])
+                else r[f"{metric}_mean"] - r[f"{metric}_ci_low"]
+                for r in rows
+            ]
+            above = [
+                0
+                if math.isnan(r[f"{metric}_ci_high"])
+                else r[f"{metric}_ci_high"] - r[f"{metric}_mean"]
+                for r in rows
+            ]
+            ax.bar(xs, means, width, yerr=[below, above], capsize=3, label=metric)
+        ax.scatter(
+            list(range(len(rows))),
+            [r["paper_acc"] for r in rows],
+            marker="_",
+            s=300,
+            color="black",
+            label="study acc",
+            zorder=3,
+        )
+        ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(rows))])
+        ax.set_xticklabels([str(r["setting"]) for r in rows], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("%")
+        ax.set_ylim(0, 105)
+        ax.legend(ncol=len(metrics) + 1, fontsize=8, loc="lower right")
+        ax.set_title("Test metrics per setting, with 95% intervals")
 
 
 def write_report(

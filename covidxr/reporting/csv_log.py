@@ -7,18 +7,11 @@ interruption. This one appends, merging the columns, so the file stays one conti
 
 from __future__ import annotations
 
-import csv
-
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-
-class _AppendingWriter(ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
-                self.metrics_keys = list(csv.DictReader(fh).fieldnames or [])
+from covidxr.utils.compat import AppendingExperimentWriter
 
 
 class ContinuingCSVLogger(CSVLogger):
@@ -29,5 +22,5 @@ class ContinuingCSVLogger(CSVLogger):
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment

@@ -1,4 +1,5 @@
-"""How much of a test number is real: bootstrap confidence intervals and calibration.
+"""How much of a test number is real: bootstrap confidence intervals and calibration, from a
+run's record of predictions (``covidxr.models.predictions``).
 
 Intervals come from a stratified bootstrap: each resample draws, with replacement, as many images
 of each class as the test split holds, so every resample keeps the split's class balance. The
@@ -12,8 +13,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchmetrics.functional.classification import (
+    binary_calibration_error,
+    multiclass_calibration_error,
+)
 
 from covidxr.models.metrics import METRIC_NAMES
+from covidxr.utils.figures import saved_figure
 
 
 def stratified_resamples(targets: np.ndarray, resamples: int, seed: int) -> np.ndarray:
@@ -94,15 +101,26 @@ def bootstrap_intervals(
     return intervals
 
 
+def calibration_error(
+    probs: np.ndarray, targets: np.ndarray, positive: int, bins: int = 15
+) -> float:
+    """Expected calibration error (torchmetrics): of p(positive) for two classes, else of the
+    top class."""
+    p, t = torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(targets, dtype=torch.long)
+    if p.shape[1] == 2:
+        scores = p[:, positive].contiguous()
+        return float(binary_calibration_error(scores, (t == positive).long(), n_bins=bins))
+    return float(multiclass_calibration_error(p, t, p.shape[1], n_bins=bins))
+
+
 def reliability_diagram(
-    probs: np.ndarray, targets: np.ndarray, path: str | os.PathLike, bins: int = 15
+    probs: np.ndarray,
+    targets: np.ndarray,
+    path: str | os.PathLike,
+    bins: int = 15,
+    stage: str = "test",
 ) -> Path:
     """Accuracy against confidence (the top class's probability) in equal-width bins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == targets
     edges = np.linspace(0, 1, bins + 1)
@@ -114,18 +132,15 @@ def reliability_diagram(
             centres.append(confidence[inside].mean())
             accuracy.append(correct[inside].mean())
             counts.append(int(inside.sum()))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.plot(centres, accuracy, "o-", label="model")
-    for x, y, n in zip(centres, accuracy, counts, strict=True):
-        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7)
-    ax.set_xlabel("confidence (probability of the predicted class)")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Reliability (test split; numbers: images per bin)", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with saved_figure(path, figsize=(4.5, 4.5), dpi=120) as ax:
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ax.plot(centres, accuracy, "o-", label="model")
+        for x, y, n in zip(centres, accuracy, counts, strict=True):
+            ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7)
+        ax.set_xlabel("confidence (probability of the predicted class)")
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"Reliability ({stage} split; numbers: images per bin)", fontsize=9)
+        ax.legend(fontsize=8, loc="upper left")
     return Path(path)

@@ -1,4 +1,5 @@
-"""What one run reports: ``metrics.json``, the confusion matrix, and the printed table.
+"""What one run reports: ``metrics.json``, the confusion matrix, the record of predictions and
+what is computed from it (intervals, calibration), and the printed table.
 
 Shared by ``covidxr-train`` and ``covidxr-eval``.
 """
@@ -6,6 +7,7 @@ Shared by ``covidxr-train`` and ``covidxr-eval``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -17,14 +19,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from covidxr.reporting.intervals import reliability_diagram
+from covidxr.data.datamodule import RadiographyDataModule
+from covidxr.data.splits import Sample
+from covidxr.models.module import XRayClassifier
+from covidxr.models.predictions import Predictions
+from covidxr.paths import METRICS_FILE, checkpoint_run_dir
+from covidxr.reporting.intervals import bootstrap_intervals, calibration_error, reliability_diagram
+from covidxr.utils.errors import ConfigError
+from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
-#: Left in a run folder when its job failed: the error, for sweeps that go on and for reports.
-FAILED_FILE = "failed.json"
-RELIABILITY_FILE = "reliability_test.png"
+#: The record of test predictions, one row per test image in dataset order.
+PREDICTIONS_FILE = "predictions_{stage}.csv"
 
 
 def to_floats(metrics: Mapping[str, object]) -> dict[str, float]:
@@ -42,13 +49,7 @@ def write_confusion_matrix(
     output_dir: str | os.PathLike, matrix: torch.Tensor, class_names: Sequence[str], stem: str
 ) -> tuple[Path, Path]:
     """``<stem>.csv`` (rows: true class, columns: predicted) and a ``<stem>.png`` heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     counts = matrix.long().tolist()
     csv_path = output_dir / f"{stem}.csv"
     with atomic_write(csv_path) as fh:
@@ -56,22 +57,19 @@ def write_confusion_matrix(
         writer.writerow(["true \\ predicted", *class_names])
         writer.writerows([name, *row] for name, row in zip(class_names, counts, strict=True))
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * n, 1.2 + 1.1 * n), dpi=120)
-    ax.imshow(matrix.float().numpy(), cmap="Blues")
-    peak = max(max(row) for row in counts) or 1
-    for i, row in enumerate(counts):
-        for j, value in enumerate(row):
-            colour = "white" if value > peak / 2 else "black"
-            ax.text(j, i, str(value), ha="center", va="center", color=colour)
-    ax.set_xticks(range(n), class_names, rotation=30, ha="right")
-    ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(stem.replace("_", " "))
-    fig.tight_layout()
     png_path = output_dir / f"{stem}.png"
-    fig.savefig(png_path)
-    plt.close(fig)
+    with saved_figure(png_path, figsize=(1.6 + 1.1 * n, 1.2 + 1.1 * n), dpi=120) as ax:
+        ax.imshow(matrix.float().numpy(), cmap="Blues")
+        peak = max(max(row) for row in counts) or 1
+        for i, row in enumerate(counts):
+            for j, value in enumerate(row):
+                colour = "white" if value > peak / 2 else "black"
+                ax.text(j, i, str(value), ha="center", va="center", color=colour)
+        ax.set_xticks(range(n), class_names, rotation=30, ha="right")
+        ax.set_yticks(range(n), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(stem.replace("_", " "))
     return csv_path, png_path
 
 
@@ -112,72 +110,144 @@ def print_metrics(metrics: Mapping[str, float], output_dir: str | os.PathLike) -
     console.print(f"Run directory: {output_dir}", highlight=False, soft_wrap=True)
 
 
+def record_metrics(record: Predictions, model: XRayClassifier, stage: str) -> dict[str, float]:
+    """``<stage>/ece`` and the bootstrap intervals of every metric, from the record."""
+    hp = model.hparams
+    values = {f"{stage}/ece": calibration_error(record.probs, record.targets, model.positive)}
+    values |= bootstrap_intervals(
+        record.probs,
+        record.targets,
+        model.positive,
+        stage=stage,
+        resamples=hp.get("ci_resamples", 1000),
+        level=hp.get("ci_level", 0.95),
+        seed=hp.get("ci_seed", 0),
+    )
+    return values
+
+
+def write_predictions(
+    path: str | os.PathLike, record: Predictions, samples: Sequence[Sample], names: Sequence[str]
+) -> Path:
+    """``path,group,label,p_<Class>...``: one row per image of the split, in dataset order."""
+    with atomic_write(path) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "group", "label", *[f"p_{name}" for name in names]])
+        for index, target, probs in zip(record.indices, record.targets, record.probs, strict=True):
+            sample = samples[int(index)]
+            if sample.label != int(target):
+                raise RuntimeError(
+                    f"prediction {index} is not {sample.path}'s: record out of order"
+                )
+            writer.writerow(
+                [sample.path, sample.group_key, sample.label, *[f"{p:.6f}" for p in probs]]
+            )
+    return Path(path)
+
+
+def report_predictions(
+    trainer: L.Trainer,
+    model: XRayClassifier,
+    samples: Sequence[Sample],
+    output_dir: str | os.PathLike,
+    stage: str,
+) -> dict[str, float]:
+    """What the last test's record gives: intervals and ECE (also sent to the loggers), the
+    reliability diagram and ``predictions_<stage>.csv`` (files from rank 0)."""
+    record = model.test_predictions
+    if record is None:
+        return {}
+    values = record_metrics(record, model, stage)
+    if trainer.is_global_zero:
+        output_dir = Path(output_dir)
+        reliability_diagram(
+            record.probs, record.targets, output_dir / f"reliability_{stage}.png", stage=stage
+        )
+        write_predictions(
+            output_dir / PREDICTIONS_FILE.format(stage=stage), record, samples, model.class_names
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
+            logger.save()
+    return values
+
+
 def test_and_report(
     trainer: L.Trainer,
-    model: L.LightningModule,
-    datamodule: L.LightningDataModule,
+    model: XRayClassifier,
+    datamodule: RadiographyDataModule,
     ckpt_path: str | None,
     output_dir: str | os.PathLike,
     extra_metrics: Mapping[str, object] = (),
     test: bool = True,
 ) -> dict[str, float]:
-    """Test ``ckpt_path`` (or the model as it is); write ``metrics.json`` and the confusion matrix.
+    """Test ``ckpt_path`` (or the model as it is); write ``metrics.json``, the confusion matrix
+    and the record of test predictions.
 
     Files go to ``output_dir`` from rank 0 only. The confusion matrix is the test set's, or the
     last validation epoch's when there is no test.
     """
     metrics = to_floats(dict(extra_metrics))
     if test:
+        model.test_predictions = None
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         metrics |= to_floats(trainer.callback_metrics)
+        samples = datamodule.datasets["test"].samples
+        metrics |= report_predictions(trainer, model, samples, output_dir, "test")
     if trainer.is_global_zero:
         output_dir = Path(output_dir)
         write_json(output_dir / METRICS_FILE, dict(sorted(metrics.items())))
         stage = "test" if test else "val"
-        matrix = getattr(model, "confusion_matrices", {}).get(stage)
+        matrix = model.confusion_matrices.get(stage)
         if matrix is not None:
             write_confusion_matrix(
                 output_dir, matrix, model.class_names, f"confusion_matrix_{stage}"
             )
-        predictions = getattr(model, "test_predictions", None) if test else None
-        if predictions is not None:
-            probs, targets = (t.double().numpy() for t in predictions)
-            reliability_diagram(probs, targets.astype(int), output_dir / RELIABILITY_FILE)
         print_metrics(metrics, output_dir)
     return metrics
 
 
 def external_test(
-    trainer: L.Trainer, model: L.LightningModule, datamodule, output_dir: str | os.PathLike
+    trainer: L.Trainer,
+    model: XRayClassifier,
+    datamodule: RadiographyDataModule,
+    output_dir: str | os.PathLike,
 ) -> dict[str, float]:
     """Test on an external set (``datamodule``'s test split): its metrics as ``external/...``,
-    its confusion matrix, reliability diagram and a CSV of every prediction."""
+    its confusion matrix, reliability diagram and ``predictions_external.csv``."""
+    model.test_predictions = None
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = {
         f"external/{k.split('/', 1)[1]}": v
         for k, v in to_floats(trainer.callback_metrics).items()
         if k.startswith("test/")
     }
-    if trainer.is_global_zero:
-        output_dir = Path(output_dir)
-        matrix = model.confusion_matrices.get("test")
-        if matrix is not None:
-            write_confusion_matrix(
-                output_dir, matrix, model.class_names, "confusion_matrix_external"
-            )
-        if model.test_predictions is not None:
-            probs, targets = (t.double().numpy() for t in model.test_predictions)
-            reliability_diagram(probs, targets.astype(int), output_dir / "reliability_external.png")
-            dataset = datamodule.datasets["test"]
-            with atomic_write(output_dir / "predictions_external.csv") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(
-                    ["path", "true", "predicted", *[f"p_{c}" for c in model.class_names]]
-                )
-                for sample, row in zip(dataset.samples, probs, strict=True):
-                    predicted = model.class_names[int(row.argmax())]
-                    writer.writerow(
-                        [Path(dataset.root) / sample.path, sample.class_name, predicted,
-                         *[f"{p:.6f}" for p in row]]
-                    )  # fmt: skip
+    samples = datamodule.datasets["test"].samples
+    metrics |= report_predictions(trainer, model, samples, output_dir, "external")
+    matrix = model.confusion_matrices.get("test")
+    if trainer.is_global_zero and matrix is not None:
+        write_confusion_matrix(output_dir, matrix, model.class_names, "confusion_matrix_external")
     return metrics
+
+
+def compare_with_training_run(
+    metrics: Mapping[str, float], ckpt_path: str | os.PathLike, strict: bool
+) -> None:
+    """Say whether the test numbers equal those the training run recorded (``strict``: raise)."""
+    recorded_path = checkpoint_run_dir(ckpt_path) / METRICS_FILE
+    if not recorded_path.is_file():
+        return
+    recorded = json.loads(recorded_path.read_text())
+    keys = sorted(k for k in recorded if k.startswith("test/") and k in metrics)
+    differ = [
+        k for k in keys if not math.isclose(recorded[k], metrics[k], rel_tol=1e-5, abs_tol=1e-6)
+    ]
+    if not differ:
+        log.info("Test metrics equal the training run's (%s).", recorded_path)
+        return
+    message = "; ".join(f"{k}: run {recorded[k]:.6f}, now {metrics[k]:.6f}" for k in differ)
+    if strict:
+        raise ConfigError(f"strict=true: test metrics differ from {recorded_path}: {message}")
+    log.warning(
+        "Test metrics differ from %s (other data or checkpoint?): %s", recorded_path, message
+    )

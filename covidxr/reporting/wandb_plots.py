@@ -59,53 +59,22 @@ def curves(xs, ys, names: list[str], title: str, xname: str):
 
 
 class WandbTestReport(Callback):
-    """Collects test predictions and logs the plots and tables to every ``WandbLogger``.
-
-    Under DDP every rank's predictions are gathered with their dataset indices (each rank holds
-    the samples ``rank, rank + W, ...`` of the unpadded test sampler), so rank 0 pairs every
-    prediction with its own file.
-    """
+    """Logs the test plots and tables to every ``WandbLogger``, from the model's record of test
+    predictions (gathered across processes and sorted by dataset index: row ``i`` is image ``i``
+    of the test split under any strategy)."""
 
     def __init__(self, max_table_rows: int = 256, thumbnail: int = 128) -> None:
         self.max_table_rows, self.thumbnail = max_table_rows, thumbnail
-        self.probs: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-
-    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.probs, self.targets = [], []
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.probs.append(outputs["probs"].detach().cpu())
-        self.targets.append(outputs["target"].detach().cpu())
-
-    @staticmethod
-    def gather(
-        trainer: Trainer, probs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every rank's predictions, ordered by dataset index: ``(indices, probs, targets)``."""
-        loader = trainer.test_dataloaders
-        loader = loader[0] if isinstance(loader, list | tuple) else loader
-        sampler = getattr(loader, "sampler", None)
-        indices = torch.as_tensor(
-            list(getattr(sampler, "indices", range(len(probs))))[: len(probs)], dtype=torch.long
-        )
-        if trainer.world_size > 1 and torch.distributed.is_initialized():
-            shards: list = [None] * trainer.world_size
-            torch.distributed.all_gather_object(shards, (indices, probs, targets))
-            indices, probs, targets = (torch.cat(parts) for parts in zip(*shards, strict=True))
-        order = indices.argsort()
-        return indices[order], probs[order], targets[order]
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """After the module has computed its test metrics and confusion matrix."""
+        """After the module has computed its test metrics, confusion matrix and record."""
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not loggers or not self.probs:
+        record = getattr(pl_module, "test_predictions", None)
+        if not loggers or record is None or not trainer.is_global_zero:
             return
-        indices, probs, targets = self.gather(
-            trainer, torch.cat(self.probs), torch.cat(self.targets)
-        )
-        if not trainer.is_global_zero:
-            return
+        indices = torch.as_tensor(record.indices)
+        probs = torch.as_tensor(record.probs, dtype=torch.float32)
+        targets = torch.as_tensor(record.targets)
         import wandb
 
         names = pl_module.class_names
@@ -165,3 +134,12 @@ class WandbTestReport(Callback):
                 ]
             )
         return wandb.Table(columns=columns, data=rows)
+
+
+def log_image(trainer: Trainer, key: str, path: Path) -> None:
+    """An image file to every ``WandbLogger`` of ``trainer``."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.experiment.log({key: wandb.Image(str(path))})

@@ -1,8 +1,7 @@
-"""Hydra and OmegaConf set-up shared by every entry point, and config helpers for library code.
+"""OmegaConf resolvers and config helpers shared by entry points and library code.
 
-``register_configs()`` runs on import: the ``backbone`` config group comes from the weights
-registry (Hydra's ConfigStore, one entry per weight), and the resolvers below exist before any
-config is composed, in an app, a test or a notebook.
+``covidxr.cli.register_configs()`` registers ``RESOLVERS`` (and the backbone configs, from the
+weights registry) before any config is composed, in an app, a test or a notebook.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -22,7 +20,6 @@ from covidxr.paths import CONF_DIR
 from covidxr.utils.env import data_dir, wandb_offline
 from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import atomic_write
-from covidxr.weights.registry import REGISTRY, study_keys
 
 
 def to_builtin(value: Any) -> Any:
@@ -90,20 +87,9 @@ RESOLVERS = {
     "run_group": run_group,
     "append": lambda items, item: [*items, item],
     "data_dir": data_dir,  # ${data_dir:default}: COVIDXR_DATA_DIR, else the default
-    "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
     "run_id": run_id,  # ${run_id:wandb}: the run folder's own id for that service
     "optuna_storage": optuna_storage,  # ${optuna_storage:<folder>}: an SQLite study there
     # ${gpus:${trainer.accelerator},${trainer.devices}}: GPUs a launcher asks for one job
     "gpus": lambda accelerator, devices: devices if accelerator in ("gpu", "cuda") else 0,
     "flag": lambda value, text: text if value else "",  # ${flag:${.x},-x}: "-x" when x is true
 }
-
-
-def register_configs() -> None:
-    """Resolvers, and one ``backbone/<key>`` config per registry entry (idempotent)."""
-    for name, function in RESOLVERS.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, function, use_cache=name == "uid")
-    store = ConfigStore.instance()
-    for spec in REGISTRY.values():
-        store.store(group="backbone", name=spec.key, node=spec.config())

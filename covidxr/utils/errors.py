@@ -67,3 +67,11 @@ def _in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class DatasetError(UserError, ValueError):
+    """Input data is missing or malformed; the message names the path and the fix."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file cannot be read safely; the message names the file."""

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
+from covidxr.utils.errors import CheckpointError, UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -44,3 +46,25 @@ def write_json(path: str | os.PathLike, data: Mapping[str, object]) -> Path:
     with atomic_write(path) as fh:
         fh.write(json.dumps(data, indent=2, allow_nan=True) + "\n")
     return Path(path)
+
+
+def read_checkpoint(
+    path: str | os.PathLike, error: type[UserError] = CheckpointError, what: str = "checkpoint"
+) -> dict:
+    """``torch.load(weights_only=True)`` on the CPU, or ``error`` naming the file.
+
+    torch's own message suggests ``weights_only=False``, which covidxr never does: not quoted.
+    """
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise error(f"{what.capitalize()} {path} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise error(
+            f"Cannot load {path} as a weights-only PyTorch {what} ({type(exc).__name__}). "
+            "It may be truncated, not a PyTorch file, or a pickle that would execute code, which "
+            "covidxr never loads. Write or download it again, or give another file."
+        ) from exc

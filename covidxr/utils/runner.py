@@ -20,7 +20,8 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from covidxr.reporting.run import FAILED_FILE
+from covidxr.paths import FAILED_FILE
+from covidxr.utils.compat import route_ddp_children
 from covidxr.utils.errors import find_user_error
 from covidxr.utils.io import write_json
 
@@ -172,6 +173,4 @@ def route_ddp_children_to_this_job() -> None:
     """Make DDP children of this job run its saved config (no-op when none is saved)."""
     if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
         return
-    from lightning.pytorch.strategies.launchers import subprocess_script
-
-    subprocess_script._hydra_subprocess_cmd = _job_subprocess_cmd
+    route_ddp_children(_job_subprocess_cmd)

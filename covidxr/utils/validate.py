@@ -1,17 +1,16 @@
 """Option checks that run before any data is read or any model is built.
 
-Each message names the option as the user types it, its value, and what would work.
+Each message names the option as the user types it, its value, and what would work. The options
+that pick and split the images are checked by ``covidxr.data.spec.SplitSpec``, where they live.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from covidxr.data.index import resolve_classes
 from covidxr.utils.errors import ConfigError
 
 #: ResNet50 downsamples 32 times: smaller inputs leave no spatial extent for its last stage.
@@ -44,40 +43,11 @@ def _fraction(low_open: bool = False, high_open: bool = False) -> Callable[[Any]
     return ok
 
 
-def check_data(cfg: DictConfig, needs_test: bool = True) -> None:
-    """``data.*`` options of a training run."""
+def check_loader(cfg: DictConfig) -> None:
+    """``data.*`` options of the loaders (the split's are ``SplitSpec``'s)."""
     _check(cfg, "data.image_size", _integer(MIN_IMAGE_SIZE), f"give an integer >= {MIN_IMAGE_SIZE}")
     _check(cfg, "data.batch_size", _integer(1), "give an integer >= 1")
     _check(cfg, "data.num_workers", _integer(0), "give an integer >= 0")
-    _check(
-        cfg,
-        "data.limit_per_class",
-        lambda v: v is None or _integer(1)(v),
-        "give an integer >= 1, or null for every image",
-    )
-    classes = cfg.data.get("classes")
-    if classes is not None:
-        if len(classes) < 2:
-            raise ConfigError(
-                f"data.classes={list(classes)}: give 2 to 4 classes, "
-                "e.g. data.classes=[COVID,Normal]."
-            )
-        resolve_classes(classes)
-    fractions = cfg.data.get("split_fractions")
-    if fractions is not None:
-        values = [float(f) for f in fractions]
-        if (
-            len(values) != 3
-            or any(v < 0 for v in values)
-            or not math.isclose(sum(values), 1.0, abs_tol=1e-6)
-            or values[0] <= 0
-            or values[1] <= 0
-            or (needs_test and values[2] <= 0)
-        ):
-            raise ConfigError(
-                f"data.split_fractions={values}: give three fractions (train, val, test) that sum "
-                "to 1, train and val above 0 (test too when test=true), e.g. [0.8,0.1,0.1]."
-            )
 
 
 def check_required(cfg: DictConfig) -> None:
@@ -95,7 +65,7 @@ def check_train(cfg: DictConfig) -> None:
         raise ConfigError(
             "train=false needs ckpt_path=<run>/checkpoints/best.ckpt: the checkpoint to test."
         )
-    check_data(cfg, needs_test=bool(cfg.get("test", True)))
+    check_loader(cfg)
     _check(cfg, "model.dropout", _fraction(high_open=True), "give a value in [0, 1)")
     _check(cfg, "model.label_smoothing", _fraction(high_open=True), "give a value in [0, 1)")
     _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "give a learning rate > 0")

@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from covidxr.utils.io import read_checkpoint
 from covidxr.weights.registry import CheckpointFormat, WeightsError
 
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint_file(path: str | os.PathLike) -> dict:
-    """``torch.load`` with ``weights_only=True``, or a ``WeightsError`` naming the file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"Weights file {path} does not exist.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        # torch's own message suggests weights_only=False, which covidxr never does: not quoted.
-        raise WeightsError(
-            f"Cannot load {path} as a weights-only PyTorch checkpoint ({type(exc).__name__}). "
-            "It may be truncated, not a PyTorch file, or a pickle that would execute code, which "
-            "covidxr never loads. Download it again or give another file."
-        ) from exc
 
 
 def extract_trunk_state(
@@ -119,5 +103,5 @@ def load_trunk_state(trunk: nn.Module, state: dict[str, torch.Tensor], source: s
 
 def load_weights_file(trunk: nn.Module, fmt: CheckpointFormat, path: str | os.PathLike) -> None:
     """Read ``path`` in format ``fmt`` into ``trunk``."""
-    checkpoint = load_checkpoint_file(path)
+    checkpoint = read_checkpoint(path, WeightsError, what="weights file")
     load_trunk_state(trunk, extract_trunk_state(checkpoint, fmt, str(path)), f"{fmt.name}: {path}")

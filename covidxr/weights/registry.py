@@ -4,7 +4,7 @@ As in timm's ``pretrained_cfg`` and torchvision's weights enums, a weight is dat
 entry says where the file is published and its hash, the input normalisation it was trained with,
 how to undo the publisher's checkpoint format (``CheckpointFormat``), and, for the reference
 study's ten, the study's name and published numbers. Everything else reads it from here: the
-``backbone`` config group (``covidxr.utils.config.register_configs``), the ``paper_table`` sweep,
+``backbone`` config group (``covidxr.cli.register_configs``), the ``paper_table`` sweep,
 ``covidxr-weights``, ``covidxr-report`` and the tests. Adding a weight is adding an entry below.
 """
 

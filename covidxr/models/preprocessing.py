@@ -58,8 +58,3 @@ class Preprocessing:
             return probs.argmax(axis=1)
         positive = self.positive_index
         return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
-
-
-def sidecar(model_path: str | os.PathLike) -> Path:
-    """``model.onnx`` -> ``model.onnx.json``: the preprocessing recorded beside a model file."""
-    return Path(f"{model_path}.json")

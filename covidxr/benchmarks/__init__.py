@@ -1,0 +1,1 @@
+"""Throughput measurements for humans (``covidxr-bench``, ``make bench``); tests never time."""

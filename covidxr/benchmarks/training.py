@@ -1,0 +1,190 @@
+"""Training throughput: the Lightning Trainer against a plain PyTorch loop (CPU), and the GPU
+path (fp32, bf16, channels_last, compile; data-loading wait; peak memory)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from lightning import Callback, Trainer
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader
+
+from covidxr.data.datamodule import RadiographyDataModule
+from covidxr.data.synthetic import generate_phantoms
+from covidxr.models.module import XRayClassifier
+from covidxr.utils.config import load_augmentations
+from covidxr.utils.env import real_data_dir
+
+
+class _StepTimer(Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.end = time.perf_counter()
+
+
+def _trainer_rate(batches: list, warmup: int) -> float:
+    model = XRayClassifier(optimizer=functools.partial(torch.optim.Adam, lr=1e-4))
+    timer = _StepTimer(warmup)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
+    images = sum(x.shape[0] for x, _ in batches[warmup:])
+    return images / (timer.end - timer.start)
+
+
+def train_step(
+    model: XRayClassifier,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    bf16: bool = False,
+) -> None:
+    """One plain PyTorch step on uint8 grey images, normalised the model's way."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = torch.nn.functional.cross_entropy(model(model.normalize(images)), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _plain_rate(batches: list, warmup: int) -> float:
+    model = XRayClassifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+    start = 0.0
+    for i, (images, labels) in enumerate(batches):
+        if i == warmup:
+            start = time.perf_counter()
+        train_step(model, optimizer, images, labels)
+    images = sum(x.shape[0] for x, _ in batches[warmup:])
+    return images / (time.perf_counter() - start)
+
+
+def bench_train(
+    image_size: int, batch_size: int, steps: int, rounds: int, console: Console, warmup: int = 3
+) -> None:
+    """Training images/s: a Trainer with covidxr's module against a plain PyTorch loop.
+
+    Both see the same preloaded uint8 batches and normalise them the model's way, with the same
+    model and thread count, so the ratio is the framework's overhead (hooks, metrics, logging),
+    not data loading.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_phantoms(Path(tmp) / "p", per_class=batch_size * steps // 2 + 1, size=64)
+        dm = RadiographyDataModule(root, image_size=image_size, batch_size=batch_size)
+        dm.setup()
+        loader = DataLoader(dm.datasets["train"], batch_size=batch_size, drop_last=True)
+        batches = [(x, y) for x, y, _ in itertools.islice(loader, steps + warmup)]
+    plain, lightning = [], []
+    for _ in range(rounds):  # interleaved, best of each: the fairest figure on a shared machine
+        plain.append(_plain_rate(batches, warmup))
+        lightning.append(_trainer_rate(batches, warmup))
+    table = Table(title=f"Training, {image_size} px, batch {batch_size}, {steps} timed steps")
+    table.add_column("images/s")
+    table.add_column("best", justify="right")
+    table.add_column("all rounds", justify="right")
+    for name, rates in (("plain PyTorch loop", plain), ("Lightning Trainer (covidxr)", lightning)):
+        table.add_row(name, f"{max(rates):.2f}", ", ".join(f"{r:.2f}" for r in rates))
+    table.add_row("ratio Trainer / plain", f"{max(lightning) / max(plain):.3f}", "", style="bold")
+    console.print(table)
+    console.print(f"torch threads: {torch.get_num_threads()}")
+
+
+def _gpu_steps_per_second(
+    batch_size: int, image_size: int, steps: int, bf16: bool, channels_last: bool, compiled: bool
+) -> tuple[float, float]:
+    """Training images/s on device-resident uint8 batches (no data loading) and peak GiB."""
+    device = torch.device("cuda")
+    torch.cuda.reset_peak_memory_stats()
+    model = XRayClassifier(channels_last=channels_last, compile=compiled).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images = torch.randint(0, 256, (batch_size, 1, image_size, image_size), dtype=torch.uint8)
+    images, labels = images.to(device), torch.randint(0, 2, (batch_size,), device=device)
+    warmup = 10 if compiled else 3
+    for i in range(warmup + steps):
+        if i == warmup:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        train_step(model, optimizer, images, labels, bf16)
+    torch.cuda.synchronize()
+    rate = batch_size * steps / (time.perf_counter() - start)
+    return rate, torch.cuda.max_memory_allocated() / 2**30
+
+
+def _data_wait_share(root: Path, batch_size: int, workers: int, steps: int) -> tuple[float, float]:
+    """(share of step time waiting for the next batch, images/s) of bf16 channels_last training
+    fed by the real loader with ``workers`` processes."""
+    device = torch.device("cuda")
+    dm = RadiographyDataModule(
+        root, image_size=224, batch_size=batch_size, num_workers=workers, pin_memory=True,
+        persistent_workers=True, train_augmentations=load_augmentations("default"),
+    )  # fmt: skip
+    dm.setup("fit")
+    model = XRayClassifier(channels_last=True).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    waited = total = 0.0
+    batches = iter(itertools.cycle(dm.train_dataloader()))
+    for i in range(steps + 3):
+        begin = time.perf_counter()
+        images, labels, _ = next(batches)
+        images, labels = images.to(device, non_blocking=True), labels.to(device)
+        got = time.perf_counter()
+        train_step(model, optimizer, images, labels, bf16=True)
+        torch.cuda.synchronize()
+        if i >= 3:
+            waited += got - begin
+            total += time.perf_counter() - begin
+    return waited / total, batch_size * steps / total
+
+
+def bench_gpu(root: Path | None, batch_size: int, steps: int, console: Console) -> int:
+    """One table: the GPU training path against NVIDIA's published ResNet50 AMP figure."""
+    if not torch.cuda.is_available():
+        console.print("error: covidxr-bench gpu needs a CUDA GPU; none is visible here.")
+        return 2
+    table = Table(
+        title=f"ResNet50 training on {torch.cuda.get_device_name()}, 224 px, batch {batch_size}"
+    )
+    for column in ("setting", "images/s", "peak GiB"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    variants = [
+        ("fp32", False, False, False),
+        ("bf16-mixed", True, False, False),
+        ("bf16 + channels_last", True, True, False),
+        ("bf16 + channels_last + compile", True, True, True),
+    ]
+    for name, bf16, channels_last, compiled in variants:
+        rate, peak = _gpu_steps_per_second(batch_size, 224, steps, bf16, channels_last, compiled)
+        table.add_row(name, f"{rate:,.0f}", f"{peak:.1f}")
+    root = root or real_data_dir()
+    if root is not None:
+        for workers in (4, 8, 16):
+            share, rate = _data_wait_share(root, batch_size, workers, steps)
+            table.add_row(
+                f"real loader, {workers} workers: {share:.1%} waiting", f"{rate:,.0f}", ""
+            )
+    console.print(table)
+    console.print("Reference: NVIDIA's published ResNet50 AMP training, one A100: 2,470 img/s.")
+    return 0

@@ -1,0 +1,144 @@
+"""One typed description of how a run picks and splits its images, validated in one place.
+
+``SplitSpec`` holds the ``data.*`` options that decide which images a run uses and where each
+goes. The data module builds it from its keyword arguments, ``covidxr-train`` builds it from the
+config before any file is read, and ``build_index`` takes it whole, so every option is named,
+typed and checked once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from covidxr.data.audit import DEFAULT_THRESHOLD
+from covidxr.data.classes import resolve_classes
+from covidxr.utils.errors import ConfigError
+
+DEDUP_MODES = ("group", "drop", "off")
+GROUP_BY = ("none", "source")
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which images of a dataset a run uses and how they are split (the ``data.*`` options).
+
+    Attributes:
+        classes: 2 to 4 of COVID, Normal, Lung_Opacity, Viral Pneumonia; order = label index.
+        split_fractions: train, val, test fractions of each class.
+        seed: orders subsets and splits; the same seed gives the same split on any machine.
+        split_file: a ``split.csv`` to reuse exactly instead of splitting.
+        limit_per_class: a deterministic subset of at most this many images per class.
+        balance: subsample every class to the size of the smallest (the reference study).
+        verify: decode every image before training, naming every unreadable file at once.
+        skip_corrupt: decode every image while indexing and drop (and record) unreadable ones.
+        dedup: near-duplicates (pHash) in one split together (``group``), one kept per group
+            (``drop``), or ignored (``off``); ``dedup_threshold``: the distance in bits.
+        group_by: ``source`` keeps each source collection (the release's metadata) in one split.
+        test_sources: source collections held out as the test split (leave-sources-out).
+    """
+
+    classes: tuple[str, ...] = ("COVID", "Normal")
+    split_fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
+    seed: int = 42
+    split_file: str | None = None
+    limit_per_class: int | None = None
+    balance: bool = False
+    verify: bool = False
+    skip_corrupt: bool = False
+    dedup: str = "off"
+    dedup_threshold: int = DEFAULT_THRESHOLD
+    group_by: str = "none"
+    test_sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        def fix(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if isinstance(self.classes, str) or not isinstance(self.classes, Sequence):
+            raise ConfigError(f"data.classes={self.classes}: give a list, e.g. [COVID,Normal].")
+        fix("classes", resolve_classes(self.classes))
+        self._fractions()
+        if not _is_int(self.seed, 0):
+            raise ConfigError(f"seed={self.seed}: give an integer >= 0.")
+        if self.limit_per_class is not None and not _is_int(self.limit_per_class, 1):
+            raise ConfigError(
+                f"data.limit_per_class={self.limit_per_class}: give an integer >= 1, or null for "
+                "every image."
+            )
+        for name in ("balance", "verify", "skip_corrupt"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"data.{name}={getattr(self, name)}: give true or false.")
+        self._choice("dedup", DEDUP_MODES)
+        self._choice("group_by", GROUP_BY)
+        if not _is_int(self.dedup_threshold, 0) or self.dedup_threshold > 64:
+            raise ConfigError(
+                f"data.dedup_threshold={self.dedup_threshold}: give a pHash distance in bits, an "
+                "integer from 0 to 64 (default 2)."
+            )
+        sources = self.test_sources or ()
+        if isinstance(sources, str):
+            sources = (sources,)
+        fix("test_sources", tuple(str(s) for s in sources))
+        if self.split_file is not None:
+            fix("split_file", str(self.split_file))
+
+    def _choice(self, name: str, choices: Sequence[str]) -> None:
+        if getattr(self, name) not in choices:
+            raise ConfigError(
+                f"data.{name}={getattr(self, name)!r}: choose one of {list(choices)}."
+            )
+
+    def _fractions(self) -> None:
+        try:
+            values = tuple(float(f) for f in self.split_fractions)
+        except (TypeError, ValueError):
+            values = ()
+        if (
+            len(values) != 3
+            or any(not math.isfinite(v) or v < 0 for v in values)
+            or not math.isclose(sum(values), 1.0, abs_tol=1e-6)
+            or values[0] <= 0
+        ):
+            raise self._fraction_error()
+        object.__setattr__(self, "split_fractions", values)
+
+    def _fraction_error(self) -> ConfigError:
+        fractions = self.split_fractions
+        shown = list(fractions) if isinstance(fractions, Sequence) else fractions
+        return ConfigError(
+            f"data.split_fractions={shown}: give three fractions (train, val, test) that sum "
+            "to 1, train and val above 0 (test too when test=true), e.g. [0.8,0.1,0.1]."
+        )
+
+    def require_splits(self, test: bool) -> None:
+        """A training run validates (val > 0) and, with ``test``, tests: a test fraction, held-out
+        sources or a saved split give it a test split."""
+        if self.split_file is not None:
+            return
+        if self.split_fractions[1] <= 0 or (
+            test and self.split_fractions[2] <= 0 and not self.test_sources
+        ):
+            raise self._fraction_error()
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SplitSpec:
+        """The spec from a mapping holding its fields among others (``cfg.data``)."""
+        return cls(**{k: options[k] for k in cls.options() if k in options})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain builtins (lists for tuples), as checkpoints and configs store them."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }

@@ -1,0 +1,207 @@
+"""Which images a run uses and the split each belongs to; ``split.csv`` written and read back.
+
+Subsets and splits are ordered by a seeded hash of each file's relative path, which keeps them
+deterministic across machines and stable when files are added to a class.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from covidxr.data.classes import normalize_class_name
+from covidxr.data.layout import IMAGE_SUFFIXES, DatasetLayout, natural_key
+from covidxr.utils.errors import DatasetError
+from covidxr.utils.io import atomic_write
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_COLUMNS: tuple[str, ...] = ("path", "label", "class", "split")
+#: Written by 0.2 on: the near-duplicate group (its first image's path); optional when read.
+GROUP_COLUMN = "group"
+
+
+def seeded_order(items: Iterable[str], seed: int) -> list[str]:
+    """Order strings by a seeded hash: a reproducible shuffle that is stable under insertions."""
+    return sorted(items, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its path relative to the dataset root, its label index and class name, and
+    its group (near-duplicates, a source; the group's first path; empty when alone)."""
+
+    path: str
+    label: int
+    class_name: str
+    group: str = ""
+
+    @property
+    def group_key(self) -> str:
+        """The group as ``split.csv`` records it: the image's own path when it is alone."""
+        return self.group or self.path
+
+
+@dataclass
+class DatasetIndex:
+    """The images of one run, their labels and the split each belongs to."""
+
+    root: Path
+    classes: tuple[str, ...]
+    splits: dict[str, list[Sample]] = field(default_factory=dict)
+    #: ``(path, reason)`` of unreadable images left out (``skip_corrupt``)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        counts = Counter(s.label for s in self.splits.get(split, []))
+        return [counts.get(i, 0) for i in range(len(self.classes))]
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {len(samples)}" for name, samples in self.splits.items())
+
+    def write_split_csv(self, path: str | os.PathLike) -> Path:
+        """Write ``split.csv`` atomically (identical content from every DDP rank is harmless)."""
+        with atomic_write(path) as fh:
+            writer = csv.writer(fh)
+            writer.writerow([*SPLIT_COLUMNS, GROUP_COLUMN])
+            for split in SPLITS:
+                for s in self.splits.get(split, []):
+                    writer.writerow([s.path, s.label, s.class_name, split, s.group_key])
+        return Path(path)
+
+    def write_dropped_csv(self, path: str | os.PathLike) -> Path | None:
+        """``path,reason`` of every image left out as unreadable; None when there was none."""
+        if not self.dropped:
+            return None
+        with atomic_write(path) as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "reason"])
+            writer.writerows(self.dropped)
+        return Path(path)
+
+
+def select_files(
+    layout: DatasetLayout,
+    classes: Sequence[str],
+    limit_per_class: int | None = None,
+    balance: bool = False,
+    seed: int = 0,
+) -> list[Sample]:
+    """Pick the images of ``classes``, optionally a deterministic subset per class."""
+    chosen: dict[str, list[str]] = {}
+    for name in classes:
+        folder = layout.classes.get(name)
+        if folder is None:
+            found = ", ".join(layout.classes) or "none"
+            raise DatasetError(
+                f"Class {name!r} is missing from {layout.root} (found: {found}). "
+                "Remove it from data.classes or add its folder."
+            )
+        if not folder.files:
+            raise DatasetError(
+                f"Class {name!r} has no images in {folder.path} (looked for "
+                f"{', '.join(sorted(IMAGE_SUFFIXES))}). Add images or remove it from data.classes."
+            )
+        chosen[name] = [layout.relative(f) for f in folder.files]
+    keep = min(len(v) for v in chosen.values()) if balance else None
+    if limit_per_class is not None:
+        keep = min(keep or limit_per_class, limit_per_class)
+    samples = []
+    for label, name in enumerate(classes):
+        paths = chosen[name]
+        if keep is not None and keep < len(paths):
+            paths = sorted(seeded_order(paths, seed)[:keep], key=natural_key)
+        samples.extend(Sample(p, label, name) for p in paths)
+    return samples
+
+
+def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """How many of ``n`` images go to each split; a split with a fraction > 0 gets one if it can."""
+    sizes = [round(n * f) for f in fractions[1:]]
+    for i, f in enumerate(fractions[1:]):
+        if f > 0 and sizes[i] == 0 and n - sum(sizes) > 1:
+            sizes[i] = 1
+    return [n - sum(sizes), *sizes]
+
+
+def stratified_split(
+    samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, list[Sample]]:
+    """Split each class by ``fractions`` (train, val, test) in a seeded, reproducible order.
+
+    Samples of one group (near-duplicates) land in one split together: groups are ordered by a
+    seeded hash of their name and filled into train, then val, then test, by each class's
+    quota. A sample without a group is a group of its own.
+    """
+    members: dict[str, list[Sample]] = {}
+    for s in samples:
+        members.setdefault(s.group_key, []).append(s)
+    by_label: dict[int, list[str]] = {}
+    for group, items in members.items():
+        label = Counter(s.label for s in items).most_common(1)[0][0]
+        by_label.setdefault(label, []).append(group)
+    splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    for label in sorted(by_label):
+        groups = seeded_order(by_label[label], seed)
+        total = sum(len(members[g]) for g in groups)
+        bounds = list(itertools.accumulate(split_counts(total, fractions)))
+        filled = 0
+        for group in groups:
+            name = next((n for n, b in zip(SPLITS, bounds, strict=True) if filled < b), SPLITS[0])
+            splits[name].extend(members[group])
+            filled += len(members[group])
+    for name in SPLITS:
+        sort_samples(splits[name])
+    return splits
+
+
+def sort_samples(samples: list[Sample]) -> list[Sample]:
+    """Dataset order: by label, then by path in natural order (in place)."""
+    samples.sort(key=lambda s: (s.label, natural_key(s.path)))
+    return samples
+
+
+def read_split_csv(
+    path: str | os.PathLike, root: str | os.PathLike, classes: Sequence[str]
+) -> dict[str, list[Sample]]:
+    """Load a saved split exactly, checking it matches ``classes`` and the files under ``root``."""
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise DatasetError(f"data.split_file {path} does not exist.")
+    splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing_cols = set(SPLIT_COLUMNS) - set(reader.fieldnames or ())
+        if missing_cols:
+            raise DatasetError(
+                f"{path} is not a covidxr split file: missing column(s) {sorted(missing_cols)}; "
+                f"expected {', '.join(SPLIT_COLUMNS)}."
+            )
+        for line, row in enumerate(reader, start=2):
+            name, split = normalize_class_name(row["class"]), row["split"]
+            if split not in splits:
+                raise DatasetError(f"{path}:{line}: unknown split {split!r}; use {SPLITS}.")
+            if name not in classes or int(row["label"]) != classes.index(name):
+                raise DatasetError(
+                    f"{path}:{line}: class {row['class']!r} with label {row['label']} does not "
+                    f"match data.classes {list(classes)}. Use the classes the split was made with."
+                )
+            group = row.get(GROUP_COLUMN) or ""
+            group = "" if group == row["path"] else group  # alone in its group
+            splits[split].append(Sample(row["path"], int(row["label"]), name, group))
+    missing = [s.path for v in splits.values() for s in v if not (root / s.path).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} file(s) listed in {path} are not under {root}, e.g. {missing[:3]}. "
+            "Point data.root at the dataset the split was made from."
+        )
+    seen = Counter(s.path for v in splits.values() for s in v)
+    twice = [p for p, n in seen.items() if n > 1]
+    if twice:
+        raise DatasetError(f"{path} lists {len(twice)} image(s) more than once, e.g. {twice[:3]}.")
+    return splits
