@@ -229,6 +229,12 @@ def test_train_false_tests_the_given_checkpoint(
         (["train=false"], "train=false needs ckpt_path="),
         (["backbone=file"], "backbone.path must be given"),
         (["model.dropout=1.5"], "model.dropout=1.5"),
+        (["resume=yes"], "resume=yes: choose one of ['never', 'auto']"),
+        (["seed=abc"], "seed=abc: give an integer >= 0"),
+        (["seed=-1"], "seed=-1: give an integer >= 0"),
+        (["seed=1.5"], "seed=1.5: give an integer >= 0"),
+        (["data.dedup=yes"], "data.dedup='yes': choose one of"),
+        (["+data.limt_per_class=5"], "data.limt_per_class is not an option"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(
@@ -243,6 +249,13 @@ def test_user_errors_are_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not (tmp_path / "checkpoints").exists()  # found before any training
+
+
+def test_callbacks_none_writes_no_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    """Without a checkpoint callback Lightning would add its own (280 MB at 224 px)."""
+    metrics = train(compose_config("train", [*SMOKE, "callbacks=none"], tmp_path, data_dir))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_synthetic_data_on_a_real_dataset_folder_points_at_data_radiography(

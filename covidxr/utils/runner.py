@@ -16,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -54,10 +55,20 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig) -> Trainer:
-    """The ``trainer`` config with the ``callbacks`` and ``logger`` groups' objects."""
+    """The ``trainer`` config with the ``callbacks`` and ``logger`` groups' objects.
+
+    Checkpoints are written only where a checkpoint callback asks for them: without one
+    (``callbacks=none``) Lightning would add its own and leave a 280 MB file in the logger's folder.
+    """
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=checkpointing,
+    )
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

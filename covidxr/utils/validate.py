@@ -15,6 +15,8 @@ from covidxr.utils.errors import ConfigError
 
 #: ResNet50 downsamples 32 times: smaller inputs leave no spatial extent for its last stage.
 MIN_IMAGE_SIZE = 32
+#: ``resume``: never, or ``auto`` (a job started again in its run folder continues from last.ckpt)
+RESUME_CHOICES = ("never", "auto")
 
 
 def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], wanted: str) -> None:
@@ -66,6 +68,7 @@ def check_train(cfg: DictConfig) -> None:
             "train=false needs ckpt_path=<run>/checkpoints/best.ckpt: the checkpoint to test."
         )
     check_loader(cfg)
+    _check(cfg, "resume", lambda v: v in RESUME_CHOICES, f"choose one of {list(RESUME_CHOICES)}")
     _check(cfg, "model.dropout", _fraction(high_open=True), "give a value in [0, 1)")
     _check(cfg, "model.label_smoothing", _fraction(high_open=True), "give a value in [0, 1)")
     _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "give a learning rate > 0")
