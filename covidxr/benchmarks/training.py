@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -92,7 +93,9 @@ def bench_train(
     not data loading.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate_phantoms(Path(tmp) / "p", per_class=batch_size * steps // 2 + 1, size=64)
+        # 80% of each class is trained on: enough for every warm-up and timed step.
+        per_class = math.ceil(batch_size * (steps + warmup) / 0.8 / 2) + 1
+        root = generate_phantoms(Path(tmp) / "p", per_class=per_class, size=64)
         dm = RadiographyDataModule(root, image_size=image_size, batch_size=batch_size)
         dm.setup()
         loader = DataLoader(dm.datasets["train"], batch_size=batch_size, drop_last=True)
