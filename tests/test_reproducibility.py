@@ -112,6 +112,51 @@ def test_sigterm_then_the_same_command_finishes_with_the_same_numbers(
     assert {"0", "1", "2", "3"} <= set(epochs)  # one continuous CSV log across both starts
 
 
+WORKERS = [
+    "experiment=smoke",
+    "augment=default",
+    "trainer.max_epochs=3",
+    "data.batch_size=2",
+    "data.num_workers=2",  # persistent, as the data configs default
+    "callbacks.early_stopping=null",
+]
+
+
+@pytest.fixture(scope="module")
+def without_workers(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The run the worker tests must reach, uninterrupted and with no worker process."""
+    reference = tmp_path_factory.mktemp("without_workers")
+    base = [*WORKERS[:-2], "data.num_workers=0", WORKERS[-1]]
+    train(compose_config("train", base, reference, data_dir))
+    return reference
+
+
+@pytest.mark.parametrize("signum", [9, 15])
+def test_resume_with_worker_processes_is_exact(
+    signum: int, without_workers: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """Two loader workers, batch 2, killed (SIGKILL) or preempted (SIGTERM) inside epoch 2 of 3,
+    then the same command again: the numbers of an uninterrupted run with no workers.
+
+    Lightning makes a resumed run's first training iterator before it sets the sampler's epoch,
+    and workers draw their indices at once: the resumed epoch used to replay epoch 1's order.
+    """
+    run = tmp_path / "run"
+    signal_once = [
+        "+callbacks.kill._target_=fault_injection.KillDuring",
+        "+callbacks.kill.epoch=1",
+        "+callbacks.kill.batch=5",
+        f"+callbacks.kill.signum={signum}",
+        f"+callbacks.kill.once_file={tmp_path / 'signalled'}",
+    ]
+    command = [*WORKERS, *signal_once, "resume=auto", f"hydra.run.dir={run}"]
+    first = run_cli(command, data_dir, tmp_path, ENV)
+    assert first.returncode == (-9 if signum == 9 else 143), first.stderr[-3000:]
+    again = run_cli(command, data_dir, tmp_path, ENV)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert metrics(run) == metrics(without_workers)
+
+
 @pytest.mark.parametrize("earlier_best", [0.9, 0.1])
 def test_resumed_run_keeps_the_best_of_both_segments(
     earlier_best: float, tmp_path: Path, data_dir: Path

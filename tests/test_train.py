@@ -268,3 +268,32 @@ def test_synthetic_data_on_a_real_dataset_folder_points_at_data_radiography(
     with pytest.raises(SystemExit):
         train_module.main(cfg)
     assert "data=radiography" in capsys.readouterr().err
+
+
+def test_every_file_a_run_writes_is_readable_like_any_other_output(
+    smoke_run: Path, data_dir: Path
+) -> None:
+    """Atomic writes go through a private temporary file: the result still gets the mode any
+    file gets under the user's umask, so a team sharing a run folder or a dataset (its hash
+    cache included) can read all of it."""
+    from covidxr.utils.io import current_umask
+
+    expected = 0o666 & ~current_umask()
+    files = [f for f in [*smoke_run.rglob("*"), *data_dir.rglob(".covidxr-*")] if f.is_file()]
+    assert any(f.name == ".covidxr-phash.json" for f in files)
+    assert {
+        f: oct(f.stat().st_mode & 0o777) for f in files if f.stat().st_mode & 0o777 != expected
+    } == {}
+
+
+def test_atomic_writes_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    from covidxr.utils.io import write_json
+
+    old = os.umask(0o027)
+    try:
+        path = write_json(tmp_path / "shared.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640

@@ -35,6 +35,7 @@ from covidxr.data.splits import DatasetIndex, Sample
 from covidxr.data.synthetic import ensure_phantoms
 from covidxr.data.transforms import build_transform
 from covidxr.paths import checkpoint_run_dir
+from covidxr.utils.compat import epoch_in_progress
 from covidxr.utils.config import to_builtin
 from covidxr.utils.errors import ConfigError, DatasetError, MissingFileError
 from covidxr.utils.io import read_checkpoint
@@ -230,6 +231,7 @@ class RadiographyDataModule(LightningDataModule):
         if self.hparams.weighted_sampler:
             weights = self.class_weights()[[s.label for s in dataset.samples]].tolist()
         sampler = EpochSampler(len(dataset), self.spec.seed, weights)
+        sampler.set_epoch(epoch_in_progress(self.trainer))  # workers draw indices at once
         sampler.resume_from = self.resume_from
         return self._loader(dataset, sampler=sampler, drop_last=False)
 

@@ -12,6 +12,7 @@ fails there, loudly, instead of silently breaking resume, preemption or DDP insi
 | ``subprocess_script._hydra_subprocess_cmd`` | DDP children of a multirun job run that job |
 | ``LightningModule._trainer`` | a hook that also runs without a Trainer attached |
 | checkpoint ``loops.fit_loop`` | how far into its epoch a mid-epoch checkpoint was written |
+| ``fit_loop.epoch_progress`` | the epoch a (resumed) run's first training loader serves |
 """
 
 from __future__ import annotations
@@ -77,3 +78,16 @@ def batches_done_in_epoch(checkpoint: dict[str, Any]) -> int:
     if progress.get("is_last_batch", True):
         return 0
     return int(progress.get("current", {}).get("completed", 0))
+
+
+def epoch_in_progress(trainer: L.Trainer | None) -> int:
+    """The epoch the training loader is about to serve: 0 for a new run, the restored epoch for
+    a resumed one (the number Lightning itself passes to ``sampler.set_epoch``).
+
+    Lightning creates a resumed run's first training iterator before it sets the sampler's epoch;
+    with worker processes the iterator draws its first indices at once, so a sampler must know
+    its epoch when the loader is made.
+    """
+    if trainer is None:
+        return 0
+    return int(trainer.fit_loop.epoch_progress.current.processed)
