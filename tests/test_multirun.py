@@ -216,3 +216,30 @@ def test_optuna_study_is_shared_by_parallel_workers_and_continued(
     study = optuna.load_study(study_name="shared", storage=storage)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(finished) == 4  # the second command added to the first one's study
+
+
+def test_an_earlier_run_folder_is_never_written_over(tmp_path: Path, data_dir: Path) -> None:
+    """Another run into a finished run's folder is refused before Hydra writes anything; the
+    same command with resume=auto returns the finished run's numbers without touching it."""
+    run = tmp_path / "run"
+    first = run_cli(["experiment=smoke", f"hydra.run.dir={run}"], data_dir, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    def written(folder: Path) -> dict[Path, bytes]:
+        """Everything but the logs and .hydra/ (Hydra records each command it starts there)."""
+        return {
+            f: f.read_bytes()
+            for f in folder.rglob("*")
+            if f.is_file() and f.suffix != ".log" and ".hydra" not in f.parts
+        }
+
+    before = written(run)
+    config = (run / ".hydra" / "config.yaml").read_text()
+    other = run_cli(["experiment=smoke", "seed=2", f"hydra.run.dir={run}"], data_dir, tmp_path)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1].startswith(f"error: hydra.run.dir={run} holds")
+    assert (run / ".hydra" / "config.yaml").read_text() == config  # refused before Hydra wrote
+    again = run_cli(["experiment=smoke", "resume=auto", f"hydra.run.dir={run}"], data_dir, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished already" in again.stdout + again.stderr
+    assert written(run) == before  # metrics (val/acc_best too), split, checkpoints, config, CSV log

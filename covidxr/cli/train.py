@@ -8,6 +8,7 @@ covidxr-train ckpt_path=<run>/checkpoints/last.ckpt   # resume, same split
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from covidxr.cli import register_configs
 from covidxr.data.datamodule import SPLIT_FILE
 from covidxr.data.spec import SplitSpec
 from covidxr.models.callbacks import PREEMPTED_EXIT
-from covidxr.paths import CONF_DIR, checkpoint_run_dir
+from covidxr.paths import CONF_DIR, METRICS_FILE, checkpoint_run_dir
 from covidxr.reporting.run import test_and_report
 from covidxr.utils.errors import MissingFileError, report_user_errors
 from covidxr.utils.runner import (
@@ -34,6 +35,16 @@ from covidxr.utils.runner import (
 from covidxr.utils.validate import check_train
 
 log = logging.getLogger(__name__)
+
+
+def finished_run(cfg: DictConfig) -> dict[str, float] | None:
+    """``resume=auto`` in a run folder whose job finished (a requeued job that already ran to
+    the end): its recorded metrics, so nothing is trained, tested or rewritten again."""
+    metrics = output_dir() / METRICS_FILE
+    if cfg.get("resume", "never") != "auto" or not metrics.is_file():
+        return None
+    log.info("resume=auto: %s finished already; returning its recorded metrics", metrics.parent)
+    return json.loads(metrics.read_text())
 
 
 def resume_automatically(cfg: DictConfig) -> None:
@@ -71,6 +82,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_train(cfg)
     # Every split option is checked before any file is read.
     SplitSpec.from_options(cfg.data).require_splits(test=cfg.get("test", True))
+    finished = finished_run(cfg)
+    if finished is not None:
+        return finished
     resume_automatically(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

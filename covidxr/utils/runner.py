@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from covidxr.paths import FAILED_FILE
 from covidxr.utils.compat import route_ddp_children
-from covidxr.utils.errors import find_user_error
+from covidxr.utils.errors import USER_ERROR_EXIT, find_user_error
 from covidxr.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -185,3 +186,27 @@ def route_ddp_children_to_this_job() -> None:
     if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
         return
     route_ddp_children(_job_subprocess_cmd)
+
+
+class RunFolderGuard(HydraCallback):
+    """Refuse to start a run in a folder an earlier run wrote (``hydra.run.dir=<it>``), before
+    Hydra writes anything there: its checkpoints, split and metrics would be replaced.
+
+    ``resume=auto`` (continue that run) and ``overwrite=true`` (replace it) are the two ways to
+    ask for it. DDP children of a run (``hydra.output_subdir=null``) join their parent's folder.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.run.dir)
+        earlier = folder / str(config.hydra.output_subdir) / "config.yaml"
+        if config.hydra.output_subdir is None or not earlier.is_file():
+            return
+        if config.get("resume") == "auto" or config.get("overwrite"):
+            return
+        print(
+            f"error: hydra.run.dir={folder} holds an earlier run ({earlier.parent.name}/, "
+            "checkpoints, metrics): give another folder, resume=auto to continue that run, or "
+            "overwrite=true to replace it.",
+            file=sys.stderr,
+        )
+        raise SystemExit(USER_ERROR_EXIT)
