@@ -247,3 +247,65 @@ def test_energy_share_is_the_part_of_the_map_inside_the_region() -> None:
     region = np.zeros((2, 4, 4), np.float32)
     region[:, :2] = 1.0
     assert energy_share(maps, region).tolist() == [1.0, 0.5]
+
+
+def damaged_checkpoint(kind: str, good: Path, folder: Path) -> Path:
+    """A file a user might pass as a checkpoint: cut short, another kind of file, a foreign zip."""
+    path = folder / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "png":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    else:
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not a checkpoint")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "png", "foreign_zip"])
+@pytest.mark.parametrize("app", ["predict", "eval", "export", "train"])
+def test_a_damaged_checkpoint_is_one_line_in_every_entry_point(
+    kind: str, app: str, run: Path, test_files: list[Path], tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    if app == "train" and kind == "foreign_zip":
+        pytest.skip("covidxr-train checks the file's form only; Lightning reads its content")
+    import importlib
+
+    bad = damaged_checkpoint(kind, run / "checkpoints" / "best.ckpt", tmp_path / "bad")
+    overrides = {
+        "predict": [f"inputs=[{test_files[0]}]", f"output={tmp_path / 'p.csv'}"],
+        "eval": [],
+        "export": [f"output={tmp_path / 'm.onnx'}"],
+        "train": ["experiment=smoke"],
+    }[app]
+    name = "train" if app == "train" else app
+    cfg = compose_config(name, [f"ckpt_path={bad}", *overrides], tmp_path / "out", data_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"covidxr.cli.{app}").main(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and str(bad) in err[-1]
+    assert "weights_only=False" not in err[-1]
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_damaged_or_mismatched_onnx_sidecars_are_one_line(run: Path, tmp_path: Path) -> None:
+    """A truncated ONNX file, a truncated sidecar, and a sidecar naming more classes than the
+    model outputs (its CSV would have a column too many)."""
+    from covidxr.utils.errors import UserError
+
+    path = export(run / "checkpoints/best.ckpt", "onnx", tmp_path / "model.onnx")
+    sidecar_text = Path(f"{path}.json").read_text()
+    Path(f"{path}.json").write_text(sidecar_text.replace('"Normal"', '"Normal", "Lung_Opacity"'))
+    with pytest.raises(UserError, match=r"names 3 classes .* outputs 2 probabilities"):
+        load_predictor(path)
+    Path(f"{path}.json").write_text(sidecar_text[:40])
+    with pytest.raises(UserError, match=r"model\.onnx\.json is not a preprocessing file"):
+        load_predictor(path)
+    Path(f"{path}.json").write_text(sidecar_text)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(UserError, match=r"not an ONNX model ONNX Runtime can load"):
+        load_predictor(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import hydra
 import lightning as L
@@ -24,7 +23,8 @@ from covidxr.data.spec import SplitSpec
 from covidxr.models.callbacks import PREEMPTED_EXIT
 from covidxr.paths import CONF_DIR, METRICS_FILE, checkpoint_run_dir
 from covidxr.reporting.run import test_and_report
-from covidxr.utils.errors import MissingFileError, report_user_errors
+from covidxr.utils.errors import report_user_errors
+from covidxr.utils.io import check_checkpoint
 from covidxr.utils.runner import (
     build_trainer,
     log_hyperparameters,
@@ -61,11 +61,11 @@ def resume_automatically(cfg: DictConfig) -> None:
 
 def reuse_split_when_resuming(cfg: DictConfig) -> None:
     """Resuming from ``<run>/checkpoints/*.ckpt`` keeps that run's split unless one is given."""
-    if not cfg.get("ckpt_path") or cfg.data.get("split_file"):
+    if not cfg.get("ckpt_path"):
         return
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise MissingFileError(f"ckpt_path={ckpt} does not exist: give a run's last.ckpt.")
+    ckpt = check_checkpoint(cfg.ckpt_path)  # a damaged file is one line, before any work
+    if cfg.data.get("split_file"):
+        return
     split = checkpoint_run_dir(ckpt) / SPLIT_FILE
     if split.is_file():
         with open_dict(cfg):

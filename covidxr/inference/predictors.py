@@ -23,7 +23,7 @@ from covidxr.data.layout import natural_key
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import Preprocessing
-from covidxr.utils.errors import MissingFileError
+from covidxr.utils.errors import CheckpointError, ConfigError, MissingFileError
 
 
 def sidecar(model_path: str | os.PathLike) -> Path:
@@ -118,7 +118,22 @@ class OnnxPredictor:
         import onnxruntime
 
         self.preprocessing = Preprocessing.read(sidecar(path))
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ...
+            raise CheckpointError(
+                f"ckpt_path={path} is not an ONNX model ONNX Runtime can load "
+                f"({type(exc).__name__}): it may be truncated. Export it again with covidxr-export."
+            ) from exc
+        outputs = self.session.get_outputs()[0].shape[-1]
+        names = self.preprocessing.class_names
+        if isinstance(outputs, int) and outputs != len(names):
+            raise ConfigError(
+                f"{sidecar(path)} names {len(names)} classes {list(names)} but {path} outputs "
+                f"{outputs} probabilities: they belong to different exports. Export it again."
+            )
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {"image": images.numpy()})[0]

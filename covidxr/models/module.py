@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,8 @@ from covidxr.models.predictions import Predictions, PredictionStore
 from covidxr.models.preprocessing import THRESHOLD_KEY, Preprocessing, positive_index
 from covidxr.utils.compat import attached_trainer
 from covidxr.utils.config import to_builtin
-from covidxr.utils.errors import ConfigError, MissingFileError
+from covidxr.utils.errors import CheckpointError, ConfigError
+from covidxr.utils.io import check_checkpoint
 from covidxr.weights.registry import get_spec
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ warnings.filterwarnings("ignore", message=r".*when logging on epoch level in dis
 # The model normalises batches by design (it owns its preprocessing); the data module does not.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `Lightning")
 STAGES = ("train", "val", "test")
+#: What loading a damaged or foreign checkpoint raises (a user's file, not a bug of covidxr).
+LOAD_ERRORS = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError)
 #: ``val/acc_best`` so far, kept in checkpoints so that a resumed run continues the maximum.
 ACC_BEST_KEY = "val_acc_best"
 
@@ -137,11 +141,24 @@ class XRayClassifier(LightningModule):
     def from_checkpoint(cls, ckpt_path: str | os.PathLike) -> XRayClassifier:
         """A trained model for inference: on the CPU, uncompiled, without fetching its backbone
         weights (the checkpoint holds them). Loaded with ``weights_only=True``."""
-        if not Path(ckpt_path).is_file():
-            raise MissingFileError(f"ckpt_path={ckpt_path} does not exist.")
-        return cls.load_from_checkpoint(
-            ckpt_path, map_location=torch.device("cpu"), pretrained=False, compile=False
-        )
+        path = check_checkpoint(ckpt_path)
+        try:
+            return cls.load_from_checkpoint(
+                path, map_location=torch.device("cpu"), pretrained=False, compile=False
+            )
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            zipfile.BadZipFile,
+            KeyError,
+            RuntimeError,
+        ) as exc:
+            # torch's own message advises weights_only=False, which covidxr never does: not quoted
+            raise CheckpointError(
+                f"ckpt_path={path} cannot be loaded as a covidxr model ({type(exc).__name__}): "
+                "it is damaged, was written by another program, or would run code when loaded. "
+                "Give a .ckpt that covidxr-train wrote."
+            ) from exc
 
     @property
     def class_names(self) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import atomic_write
 
 #: Where a checkpoint keeps the decision threshold chosen on validation (covidxr-eval).
@@ -39,8 +40,17 @@ class Preprocessing:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Preprocessing:
-        fields = json.loads(Path(path).read_text())
-        return cls(**{**fields, **{k: tuple(fields[k]) for k in ("mean", "std", "class_names")}})
+        """The JSON ``covidxr-export`` writes beside a model; one line naming it when damaged."""
+        try:
+            fields = json.loads(Path(path).read_text())
+            return cls(
+                **{**fields, **{k: tuple(fields[k]) for k in ("mean", "std", "class_names")}}
+            )
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(
+                f"{path} is not a preprocessing file covidxr-export wrote ({type(exc).__name__}: "
+                f"{exc}). Export the model again."
+            ) from exc
 
     def write(self, path: str | os.PathLike) -> Path:
         with atomic_write(path) as fh:

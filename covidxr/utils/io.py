@@ -6,11 +6,12 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from covidxr.utils.errors import CheckpointError, UserError
+from covidxr.utils.errors import CheckpointError, MissingFileError, UserError
 
 
 def current_umask() -> int:
@@ -56,6 +57,23 @@ def write_json(path: str | os.PathLike, data: Mapping[str, object]) -> Path:
     with atomic_write(path) as fh:
         fh.write(json.dumps(data, indent=2, allow_nan=True) + "\n")
     return Path(path)
+
+
+def check_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> Path:
+    """``path`` if it is a whole PyTorch checkpoint file, else one line naming ``option``.
+
+    PyTorch writes zip archives whose directory sits at the end: a truncated file, or any other
+    kind of file, is caught here without loading it.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"{option}={path} does not exist or is not a file.")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{option}={path} is not a whole PyTorch checkpoint (truncated, or another kind of "
+            "file): give a .ckpt that covidxr-train wrote."
+        )
+    return path
 
 
 def read_checkpoint(
