@@ -66,9 +66,8 @@ def test_predict_scores_a_folder_and_reports_bad_files(
         predict_app.main(cfg)
     assert exit_info.value.code == 1  # some files failed
     rows = {Path(r["path"]).name: r for r in read_rows(output)}
-    assert len(rows) == len(test_files) + 2
+    assert len(rows) == len(test_files) + 1  # notes.txt is no image: not scored, not failed
     assert "not a decodable" in rows["corrupt.png"]["error"]
-    assert rows["notes.txt"]["error"] and rows["notes.txt"]["predicted"] == ""
     for f in test_files:
         row = rows[f.name]
         assert row["error"] == "" and row["predicted"] in ("COVID", "Normal")
@@ -194,7 +193,7 @@ def test_overlays_of_same_named_inputs_do_not_collide(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         (["threshold=1.5"], "threshold=1.5: give a probability in [0, 1]"),
-        (["inputs=[{empty}]"], "holds no files"),
+        (["inputs=[{empty}]"], "holds no images"),
     ],
 )
 def test_predict_refuses_bad_thresholds_and_empty_inputs(
@@ -309,3 +308,67 @@ def test_damaged_or_mismatched_onnx_sidecars_are_one_line(run: Path, tmp_path: P
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(UserError, match=r"not an ONNX model ONNX Runtime can load"):
         load_predictor(path)
+
+
+def test_predict_never_writes_over_what_a_user_has(
+    run: Path, test_files: list[Path], tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    """Existing outputs, the inputs themselves, folders and unwritable places are refused before
+    any scoring; output inside the input folder, run again with overwrite=true, does not score
+    its own CSV and overlays."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for f in test_files:
+        shutil.copy(f, folder / f.name)
+    (folder / "Thumbs.db").write_bytes(b"\0" * 16)
+    (tmp_path / "a_file").write_text("x")
+    ckpt = f"ckpt_path={run / 'checkpoints/best.ckpt'}"
+
+    def predict(*overrides: str) -> int:
+        cfg = compose_config("predict", [ckpt, f"inputs=[{folder}]", "cam=true", *overrides],
+                             tmp_path / "run", data_dir)  # fmt: skip
+        try:
+            predict_app.main(cfg)
+        except SystemExit as exc:
+            return int(exc.code)
+        return 0
+
+    inside = folder / "preds.csv"
+    assert predict(f"output={inside}") == 0
+    first = read_rows(inside)
+    assert len(first) == len(test_files)  # Thumbs.db is no image
+    assert predict(f"output={inside}") == 2
+    assert "exists" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert predict(f"output={inside}", "overwrite=true") == 0
+    assert read_rows(inside) == first  # its own CSV and overlays were not scored
+    assert not (folder / "cam" / "cam").exists()
+    original = test_files[0].name
+    for output, message in [
+        (folder / original, "exists"),
+        (folder, "is a folder"),
+        (tmp_path / "a_file" / "preds.csv", "cannot write in"),
+    ]:
+        before = (folder / original).read_bytes()
+        assert predict(f"output={output}", "cam=false") == 2
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
+        assert (folder / original).read_bytes() == before
+    assert predict(f"output={folder / original}", "cam=false", "overwrite=true") == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+
+
+def test_export_does_not_replace_an_earlier_model_unasked(
+    run: Path, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    from covidxr.cli import export as export_app
+
+    output = tmp_path / "model.onnx"
+    overrides = [f"ckpt_path={run / 'checkpoints/best.ckpt'}", f"output={output}"]
+    export_app.main(compose_config("export", overrides, tmp_path / "a", data_dir))
+    before = output.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        export_app.main(compose_config("export", overrides, tmp_path / "b", data_dir))
+    assert exit_info.value.code == 2 and "exists" in capsys.readouterr().err
+    assert output.read_bytes() == before
+    cfg = compose_config("export", [*overrides, "overwrite=true"], tmp_path / "c", data_dir)
+    export_app.main(cfg)
+    assert load_predictor(output).preprocessing.class_names == ("COVID", "Normal")

@@ -24,7 +24,7 @@ from covidxr.data.decode import read_gray
 from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs, load_predictor
 from covidxr.paths import CONF_DIR
 from covidxr.utils.errors import ConfigError, report_user_errors
-from covidxr.utils.io import atomic_write
+from covidxr.utils.io import atomic_write, check_new_output
 from covidxr.utils.validate import check_predict
 
 log = logging.getLogger(__name__)
@@ -93,17 +93,32 @@ def write_cams(predictor, images, labels, targets: list[tuple[Path, Path]], erro
         save_overlay(overlay, read_gray(source), cam)
 
 
+def inputs_and_outputs(cfg: DictConfig) -> tuple[Path, Path | None, list[Path]]:
+    """The CSV, the overlay folder and the input images, checked before anything is scored:
+    nothing a user has (an earlier CSV or overlays, an input X-ray) is written over unasked,
+    and the run's own outputs inside an input folder are not taken as inputs."""
+    output = check_new_output(cfg.output, cfg.overwrite)
+    cam_dir = output.parent / "cam" if cfg.cam else None
+    if cam_dir is not None and cam_dir.is_dir() and any(cam_dir.iterdir()) and not cfg.overwrite:
+        raise ConfigError(
+            f"cam=true writes overlays into {cam_dir}, which holds earlier ones: give another "
+            "output folder, or overwrite=true to replace them."
+        )
+    inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+    files = expand_inputs(inputs, skip=[cam_dir] if cam_dir else [])
+    if not files:
+        raise ConfigError(f"inputs={inputs} holds no images: give image files, folders or globs.")
+    if output.resolve() in {f.resolve() for f in files}:
+        raise ConfigError(f"output={output} is one of the inputs: give another file name.")
+    return output, cam_dir, files
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     check_predict(cfg)
-    inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
-    files = expand_inputs(inputs)
-    if not files:
-        raise ConfigError(f"inputs={inputs} holds no files: give image files, folders or globs.")
+    output, cam_dir, files = inputs_and_outputs(cfg)
     predictor = load_predictor(cfg.ckpt_path, cfg.device)
-    output = Path(cfg.output)
-    cam_dir = output.parent / "cam" if cfg.cam else None
     failed = predict_files(
         predictor, files, output, cfg.threshold, cfg.batch_size, cfg.num_workers, cam_dir
     )

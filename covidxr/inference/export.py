@@ -15,6 +15,7 @@ import torch
 
 from covidxr.inference.predictors import TorchPredictor, sidecar
 from covidxr.utils.errors import ConfigError
+from covidxr.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
@@ -29,14 +30,13 @@ def export(
     module, prep = predictor.module, predictor.preprocessing
     example = torch.zeros(2, 1, prep.image_size, prep.image_size, dtype=torch.uint8)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(output) as tmp:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input check is traced away
         if fmt == "onnx":
             torch.onnx.export(
                 module,
                 (example,),
-                str(output),
+                str(tmp),
                 input_names=["image"],
                 output_names=["probs"],
                 dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
@@ -44,7 +44,7 @@ def export(
                 dynamo=False,
             )
         else:
-            torch.jit.save(torch.jit.trace(module, example), str(output))
+            torch.jit.save(torch.jit.trace(module, example), str(tmp))
     prep.write(sidecar(output))
     log.info("Exported %s to %s (+ %s)", ckpt_path, output, sidecar(output).name)
     return output

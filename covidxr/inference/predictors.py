@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.layout import natural_key
+from covidxr.data.layout import IMAGE_SUFFIXES, natural_key
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import Preprocessing
@@ -44,13 +44,29 @@ class ExportedClassifier(nn.Module):
         return self.head(self.backbone(self.normalize(images))).float().softmax(dim=1)
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files, folders (every non-hidden file below, recursively) and glob patterns, in order."""
+def expand_inputs(inputs: Sequence[str | os.PathLike], skip: Sequence[Path] = ()) -> list[Path]:
+    """Files, folders (their images below, recursively) and glob patterns, in order.
+
+    In folders only image files count (a README or Thumbs.db is not a failed X-ray), and nothing
+    under ``skip`` (this run's own outputs: its CSV and overlays, when written inside an input
+    folder). Files named one by one are taken as they are.
+    """
+    skipped = [Path(s).resolve() for s in skip]
+
+    def wanted(p: Path) -> bool:
+        resolved = p.resolve()
+        return (
+            p.is_file()
+            and not p.name.startswith(".")
+            and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(resolved == s or s in resolved.parents for s in skipped)
+        )
+
     files: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = (p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found = (p for p in path.rglob("*") if wanted(p))
             files.extend(sorted(found, key=lambda p: natural_key(str(p))))
         elif path.is_file():
             files.append(path)

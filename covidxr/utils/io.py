@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from covidxr.utils.errors import CheckpointError, MissingFileError, UserError
+from covidxr.utils.errors import CheckpointError, ConfigError, MissingFileError, UserError
 
 
 def current_umask() -> int:
@@ -57,6 +57,30 @@ def write_json(path: str | os.PathLike, data: Mapping[str, object]) -> Path:
     with atomic_write(path) as fh:
         fh.write(json.dumps(data, indent=2, allow_nan=True) + "\n")
     return Path(path)
+
+
+def check_new_output(
+    path: str | os.PathLike, overwrite: bool = False, option: str = "output"
+) -> Path:
+    """``path`` if a result can be written there, checked before any work: not a folder, not an
+    existing file unless ``overwrite``, in a folder that can be created and written."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option}={path} is a folder: give a file name in it.")
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{option}={path} exists: give another file name, or overwrite=true to replace it."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{option}={path}: cannot write in {path.parent} ({exc.strerror or exc}). Give a "
+            "folder you can write to."
+        ) from exc
+    return path
 
 
 def check_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> Path:
