@@ -57,3 +57,18 @@ def test_a_run_writes_intervals_calibration_and_a_reliability_diagram(
         assert 0.0 <= low <= high <= 1.0
     assert 0.0 <= metrics["test/ece"] <= 1.0
     assert (tmp_path / "reliability_test.png").stat().st_size > 5_000
+
+
+def test_metrics_the_data_cannot_support_are_undefined_not_zero() -> None:
+    """Only positive cases: no specificity and no AUROC (torchmetrics would say 0.0); a class
+    absent from a 3-class set: no sensitivity for it, and the macro mean skips it."""
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    one_class = metric_samples(probs[None], np.zeros((1, 3), int), positive=0)
+    assert np.isnan(one_class["specificity"][0]) and np.isnan(one_class["auroc"][0])
+    assert one_class["sensitivity"][0] == pytest.approx(2 / 3)
+    ci = bootstrap_intervals(probs, np.zeros(3, int), positive=0, resamples=50)
+    assert np.isnan(ci["test/auroc_ci_low"]) and not np.isnan(ci["test/acc_ci_low"])
+    three = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    values = metric_samples(three[None], np.array([[0, 1, 0, 1]]), positive=0)
+    assert np.isnan(values["sensitivity/2"][0])
+    assert values["sensitivity"][0] == pytest.approx(np.mean([1.0, 1.0]))

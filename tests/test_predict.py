@@ -372,3 +372,37 @@ def test_export_does_not_replace_an_earlier_model_unasked(
     cfg = compose_config("export", [*overrides, "overwrite=true"], tmp_path / "c", data_dir)
     export_app.main(cfg)
     assert load_predictor(output).preprocessing.class_names == ("COVID", "Normal")
+
+
+def test_external_sets_report_undefined_metrics_and_what_they_left_out(
+    run: Path, tmp_path: Path, data_dir: Path, caplog
+) -> None:
+    """A set of one class has no specificity or AUROC (n/a, not 0.0); folders that are not the
+    model's classes are named in a warning, and external_map brings them in."""
+    from covidxr.data.synthetic import generate_phantoms
+
+    made = generate_phantoms(tmp_path / "made", per_class=4, classes=("COVID", "Normal"), size=64)
+    only_covid = tmp_path / "only_covid"
+    shutil.copytree(made / "COVID" / "images", only_covid / "COVID")
+    kaggle_style = tmp_path / "kaggle_style"  # PNEUMONIA / NORMAL, as other public sets ship
+    shutil.copytree(made / "COVID" / "images", kaggle_style / "PNEUMONIA")
+    shutil.copytree(made / "Normal" / "images", kaggle_style / "NORMAL")
+    ckpt = f"ckpt_path={run / 'checkpoints/best.ckpt'}"
+    one = evaluate(
+        compose_config("eval", [ckpt, f"external={only_covid}"], tmp_path / "one", data_dir)
+    )
+    assert np.isnan(one["external/specificity"]) and np.isnan(one["external/auroc"])
+    assert 0.0 <= one["external/sensitivity"] <= 1.0
+    saved = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert np.isnan(saved["external/auroc"])
+    with caplog.at_level("WARNING"):
+        left = evaluate(
+            compose_config("eval", [ckpt, f"external={kaggle_style}"], tmp_path / "two", data_dir)
+        )
+    assert "left out ['PNEUMONIA']" in caplog.text
+    assert len(read_rows(tmp_path / "two" / "predictions_external.csv")) == 4
+    assert np.isnan(left["external/sensitivity"])  # no COVID image was used
+    mapped = [ckpt, f"external={kaggle_style}", "+external_map.PNEUMONIA=COVID"]
+    both = evaluate(compose_config("eval", mapped, tmp_path / "three", data_dir))
+    assert len(read_rows(tmp_path / "three" / "predictions_external.csv")) == 8
+    assert 0.0 <= both["external/auroc"] <= 1.0

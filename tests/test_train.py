@@ -235,6 +235,7 @@ def test_train_false_tests_the_given_checkpoint(
         (["seed=1.5"], "seed=1.5: give an integer >= 0"),
         (["data.dedup=yes"], "data.dedup='yes': choose one of"),
         (["+data.limt_per_class=5"], "data.limt_per_class is not an option"),
+        (["model.positive_class=Pneumonia"], "model.positive_class=Pneumonia is not one of"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(

@@ -45,6 +45,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = RadiographyDataModule.from_checkpoint(
         ckpt_path, cfg.data, cfg.split_file, output_dir()
     )
+    external = None
+    if cfg.get("external"):  # indexed before the test: a wrong folder is named first
+        external = RadiographyDataModule.external(
+            cfg.external,
+            model.class_names,
+            model.preprocessing.image_size,
+            class_map=cfg.get("external_map"),
+            batch_size=datamodule.hparams.batch_size,
+            num_workers=datamodule.hparams.num_workers,
+        )
     trainer = build_trainer(cfg)
     metrics = test_and_report(trainer, model, datamodule, None, output_dir())
     compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
@@ -59,14 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
         log_image(trainer, "test/grad_cam", grid)
         extra |= energy
-    if cfg.get("external"):
-        external = RadiographyDataModule.external(
-            cfg.external,
-            model.class_names,
-            model.preprocessing.image_size,
-            batch_size=datamodule.hparams.batch_size,
-            num_workers=datamodule.hparams.num_workers,
-        )
+    if external is not None:
         extra |= external_test(trainer, model, external, output_dir())
     if extra:  # metrics.json and the table once more, with what followed the test
         metrics |= extra

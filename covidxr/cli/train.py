@@ -18,9 +18,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from covidxr.cli import register_configs
+from covidxr.data.classes import normalize_class_name
 from covidxr.data.datamodule import SPLIT_FILE
 from covidxr.data.spec import SplitSpec
 from covidxr.models.callbacks import PREEMPTED_EXIT
+from covidxr.models.preprocessing import check_positive_class
 from covidxr.paths import CONF_DIR, METRICS_FILE, checkpoint_run_dir
 from covidxr.reporting.run import test_and_report
 from covidxr.utils.errors import report_user_errors
@@ -81,7 +83,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     check_train(cfg)
     # Every split option is checked before any file is read.
-    SplitSpec.from_options(cfg.data).require_splits(test=cfg.get("test", True))
+    spec = SplitSpec.from_options(cfg.data)
+    spec.require_splits(test=cfg.get("test", True))
+    check_positive_class(spec.classes, normalize_class_name(str(cfg.model.positive_class)))
     finished = finished_run(cfg)
     if finished is not None:
         return finished

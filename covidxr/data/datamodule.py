@@ -185,11 +185,17 @@ class RadiographyDataModule(LightningDataModule):
 
     @classmethod
     def external(
-        cls, root: str | os.PathLike, classes: Sequence[str], image_size: int, **kwargs
+        cls,
+        root: str | os.PathLike,
+        classes: Sequence[str],
+        image_size: int,
+        class_map: Mapping[str, str | None] | None = None,
+        **kwargs,
     ) -> RadiographyDataModule:
-        """Every image of another dataset as the test split, labelled by ``classes``."""
+        """Every image of another dataset as the test split, labelled by ``classes`` (its folder
+        names mapped by ``class_map``), indexed now: a bad folder is named before any test."""
         datamodule = cls(root, classes=classes, image_size=image_size, **kwargs)
-        datamodule.index = external_index(root, classes)
+        datamodule.index = external_index(root, classes, class_map)
         return datamodule
 
     def setup(self, stage: str | None = None) -> None:

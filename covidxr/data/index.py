@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from covidxr.data.audit import find_duplicate_groups
@@ -123,20 +123,50 @@ def group_duplicates(root: Path, samples: list[Sample], mode: str, threshold: in
     return grouped
 
 
-def external_index(root: str | os.PathLike, classes: Sequence[str]) -> DatasetIndex:
+def external_index(
+    root: str | os.PathLike,
+    classes: Sequence[str],
+    class_map: Mapping[str, str | None] | None = None,
+) -> DatasetIndex:
     """Every image of another dataset (any layout) as a test split, labelled by the class names
-    it shares with ``classes`` (a model's label order); its other classes are left out."""
-    layout = find_layout(root)
+    it shares with ``classes`` (a model's label order).
+
+    ``class_map`` maps its folder names to the model's classes (``PNEUMONIA: Viral Pneumonia``,
+    or null to leave one out). A warning names the folders found, the classes used and what was
+    left out, so half a set never vanishes silently.
+    """
+    class_map = dict(class_map or {})
+    layout = find_layout(root, aliases=class_map)
     names = resolve_classes(classes)
     shared = [name for name in names if name in layout.classes]
+    folders = sorted(
+        p.name for p in layout.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not shared:
         raise DatasetError(
-            f"external={layout.root} holds classes {list(layout.classes)}, none of the model's "
-            f"{list(names)}. Give a dataset with at least one of them (folders named by class)."
+            f"external={layout.root} holds folders {folders}, none of them one of the model's "
+            f"classes {list(names)}. Name them by class, or map them: external_map="
+            "{FOLDER: CLASS}."
         )
-    ignored = sorted(set(layout.classes) - set(shared))
-    if ignored:
-        log.info("External set %s: classes %s are not the model's, left out", layout.root, ignored)
+    used = {layout.classes[name].path.name for name in shared}
+    dropped = [f for f in folders if f not in used and class_map.get(f, f) is not None]
+    if dropped:
+        log.warning(
+            "External set %s: folders %s; used %s as %s; left out %s (not classes of the model; "
+            "map them with external_map={FOLDER: CLASS}, or null to leave one out quietly)",
+            layout.root,
+            folders,
+            sorted(used),
+            shared,
+            dropped,
+        )
+    missing = [name for name in names if name not in shared]
+    if missing:
+        log.warning(
+            "External set %s has no images of %s: their metrics are undefined (n/a)",
+            layout.root,
+            missing,
+        )
     test = [
         Sample(layout.relative(f), names.index(name), name)
         for name in shared

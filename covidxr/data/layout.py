@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,15 @@ class DatasetLayout:
         return path.relative_to(self.root).as_posix()
 
 
-def _class_folder(path: Path) -> ClassFolder | None:
-    """Recognise a class folder and its layout, or return None for anything else."""
-    name = normalize_class_name(path.name)
+def _class_folder(path: Path, aliases: Mapping[str, str | None]) -> ClassFolder | None:
+    """Recognise a class folder and its layout, or return None for anything else (a folder
+    ``aliases`` maps to None is left out on purpose)."""
+    if path.name in aliases:
+        if aliases[path.name] is None:
+            return None
+        name = normalize_class_name(str(aliases[path.name]))
+    else:
+        name = normalize_class_name(path.name)
     if name not in KNOWN_CLASSES:
         return None
     images_dir = path / "images"
@@ -92,15 +99,17 @@ def _class_folder(path: Path) -> ClassFolder | None:
             if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
         ]
     files = [folder / n for n in sorted(names, key=natural_key)]
-    if layout == "flat" and (path.name != name or any(" (" in f.name for f in files[:5])):
+    if layout == "flat" and (
+        normalize_class_name(path.name) != path.name or any(" (" in f.name for f in files[:5])
+    ):
         layout = "2020"
     return ClassFolder(name, path, folder, layout, tuple(files))
 
 
-def _class_folders(folder: Path) -> dict[str, ClassFolder]:
+def _class_folders(folder: Path, aliases: Mapping[str, str | None]) -> dict[str, ClassFolder]:
     found: dict[str, ClassFolder] = {}
     for child in sorted(p for p in folder.iterdir() if p.is_dir()):
-        cf = _class_folder(child)
+        cf = _class_folder(child, aliases)
         if cf is not None:
             if cf.name in found:
                 raise DatasetError(
@@ -111,18 +120,21 @@ def _class_folders(folder: Path) -> dict[str, ClassFolder]:
     return found
 
 
-def find_layout(root: str | os.PathLike, max_depth: int = 2) -> DatasetLayout:
+def find_layout(
+    root: str | os.PathLike, max_depth: int = 2, aliases: Mapping[str, str | None] = {}
+) -> DatasetLayout:
     """Resolve ``root`` to the folder holding the class folders.
 
     ``root`` may be that folder, or a folder above it such as the one the Kaggle archive was
-    unpacked into (``archive/COVID-19_Radiography_Dataset/``).
+    unpacked into (``archive/COVID-19_Radiography_Dataset/``). ``aliases`` maps folder names of
+    other datasets to classes (``PNEUMONIA: Viral Pneumonia``), or to None to leave them out.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"Dataset root {root} does not exist or is not a folder. {KAGGLE_HINT}")
     frontier = [root]
     for _ in range(max_depth + 1):
-        hits = [(f, _class_folders(f)) for f in frontier]
+        hits = [(f, _class_folders(f, aliases)) for f in frontier]
         hits = [(f, c) for f, c in hits if c]
         if len(hits) == 1:
             return DatasetLayout(root=hits[0][0], classes=hits[0][1])

@@ -92,6 +92,7 @@ class XRayClassifier(LightningModule):
     ) -> None:
         super().__init__()
         class_names = [normalize_class_name(str(c)) for c in class_names]
+        positive_class = normalize_class_name(str(positive_class))
         backbone = to_builtin(backbone) or get_spec("random").config()
         self.save_hyperparameters(
             {

@@ -21,6 +21,16 @@ from covidxr.utils.io import atomic_write
 THRESHOLD_KEY = "decision_threshold"
 
 
+def check_positive_class(class_names: Sequence[str], positive: str) -> None:
+    """The positive class of binary metrics must be one of the model's two classes: another
+    name would silently swap sensitivity and specificity."""
+    if len(class_names) == 2 and positive not in class_names:
+        raise ConfigError(
+            f"model.positive_class={positive} is not one of data.classes {list(class_names)}: "
+            f"choose one of them, e.g. model.positive_class={class_names[0]}."
+        )
+
+
 def positive_index(class_names: Sequence[str], positive: str | None = "COVID") -> int:
     """The label of the positive class of binary metrics: ``positive`` if present, else 1."""
     names = list(class_names)

@@ -34,8 +34,18 @@ def stratified_resamples(targets: np.ndarray, resamples: int, seed: int) -> np.n
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator``, 0 where the denominator is 0 (torchmetrics' zero division)."""
-    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+    """``numerator / denominator``, NaN where the denominator is 0: the metric is undefined
+    there (no positive case, no negative case, nothing predicted positive), never 0."""
+    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
+
+
+def _nanmean(values: list[np.ndarray]) -> np.ndarray:
+    """Mean over the classes where a metric is defined; NaN where it is defined for none."""
+    stacked = np.asarray(values, dtype=float)
+    count = (~np.isnan(stacked)).sum(axis=0)
+    total = np.nansum(stacked, axis=0)
+    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -61,7 +71,8 @@ def _one_vs_rest(predicted: np.ndarray, actual: np.ndarray) -> dict[str, np.ndar
 
 
 def metric_samples(probs: np.ndarray, targets: np.ndarray, positive: int) -> dict[str, np.ndarray]:
-    """Every metric of ``METRIC_NAMES`` for each row of ``probs [R, n, C]`` / ``targets [R, n]``."""
+    """Every metric of ``METRIC_NAMES`` for each row of ``probs [R, n, C]`` / ``targets [R, n]``
+    (and ``<metric>/<class index>`` for 3-4 classes); NaN where the data leave it undefined."""
     if probs.shape[-1] == 2:
         scores = probs[..., positive]
         actual = targets == positive
@@ -71,10 +82,11 @@ def metric_samples(probs: np.ndarray, targets: np.ndarray, positive: int) -> dic
         return values
     predicted = probs.argmax(axis=-1)
     per_class = [_one_vs_rest(predicted == c, targets == c) for c in range(probs.shape[-1])]
-    values = {name: np.mean([pc[name] for pc in per_class], axis=0) for name in per_class[0]}
+    values = {name: _nanmean([pc[name] for pc in per_class]) for name in per_class[0]}
+    values |= {f"{name}/{c}": pc[name] for c, pc in enumerate(per_class) for name in pc}
     values["acc"] = (predicted == targets).mean(axis=1)
     aurocs = [_auroc(probs[..., c], targets == c) for c in range(probs.shape[-1])]
-    values["auroc"] = np.mean(aurocs, axis=0)
+    values["auroc"] = _nanmean(aurocs)
     return values
 
 
@@ -95,7 +107,8 @@ def bootstrap_intervals(
     tail = (1 - level) / 2
     intervals = {}
     for name in METRIC_NAMES:
-        low, high = np.quantile(samples[name], [tail, 1 - tail])
+        defined = samples[name][~np.isnan(samples[name])]
+        low, high = np.quantile(defined, [tail, 1 - tail]) if len(defined) else (np.nan, np.nan)
         intervals[f"{stage}/{name}_ci_low"] = float(low)
         intervals[f"{stage}/{name}_ci_high"] = float(high)
     return intervals

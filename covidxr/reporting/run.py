@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +25,12 @@ from covidxr.data.splits import Sample
 from covidxr.models.module import XRayClassifier
 from covidxr.models.predictions import Predictions
 from covidxr.paths import METRICS_FILE, checkpoint_run_dir
-from covidxr.reporting.intervals import bootstrap_intervals, calibration_error, reliability_diagram
+from covidxr.reporting.intervals import (
+    bootstrap_intervals,
+    calibration_error,
+    metric_samples,
+    reliability_diagram,
+)
 from covidxr.utils.errors import ConfigError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write, write_json
@@ -74,7 +80,10 @@ def write_confusion_matrix(
 
 
 def _number(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+    """A metric's cell: blank when the stage has none, n/a when the data leave it undefined."""
+    if value is None:
+        return ""
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
 
 
 def metrics_table(metrics: Mapping[str, float], title: str) -> Table:
@@ -99,7 +108,10 @@ def metrics_table(metrics: Mapping[str, float], title: str) -> Table:
         cells = [_number(metrics.get(f"{stage}/{name}")) for stage in stages]
         if intervals:
             low, high = metrics.get(f"test/{name}_ci_low"), metrics.get(f"test/{name}_ci_high")
-            cells.append("" if low is None else f"[{low:.4f}, {high:.4f}]")
+            if low is None:
+                cells.append("")
+            else:
+                cells.append("n/a" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]")
         table.add_row(name, *cells)
     return table
 
@@ -110,10 +122,26 @@ def print_metrics(metrics: Mapping[str, float], output_dir: str | os.PathLike) -
     console.print(f"Run directory: {output_dir}", highlight=False, soft_wrap=True)
 
 
+def undefined_metrics(record: Predictions, model: XRayClassifier, stage: str) -> dict[str, float]:
+    """NaN for every metric the record cannot support (a one-class set has no specificity or
+    AUROC; a class absent from it has no sensitivity): torchmetrics would report 0.0."""
+    point = metric_samples(record.probs[None], record.targets[None], model.positive)
+    names = model.class_names
+    undefined = {}
+    for key, value in point.items():
+        if not np.isnan(value[0]):
+            continue
+        name, _, index = key.partition("/")
+        undefined[f"{stage}/{name}/{names[int(index)]}" if index else f"{stage}/{name}"] = math.nan
+    return undefined
+
+
 def record_metrics(record: Predictions, model: XRayClassifier, stage: str) -> dict[str, float]:
-    """``<stage>/ece`` and the bootstrap intervals of every metric, from the record."""
+    """``<stage>/ece``, the bootstrap intervals of every metric, and NaN for those the data
+    leave undefined, from the record."""
     hp = model.hparams
-    values = {f"{stage}/ece": calibration_error(record.probs, record.targets, model.positive)}
+    values = undefined_metrics(record, model, stage)
+    values[f"{stage}/ece"] = calibration_error(record.probs, record.targets, model.positive)
     values |= bootstrap_intervals(
         record.probs,
         record.targets,
