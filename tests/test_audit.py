@@ -92,3 +92,34 @@ def test_dedup_split_of_the_real_dev_set_has_no_leak(real_data: Path, tmp_path: 
     result = audit(real_data, split_file=tmp_path / "split.csv", threshold=2)
     assert len(result.within) >= 6  # the dev set holds exact copies (distance 0)
     assert result.leaks == []
+
+
+def test_audit_and_verify_name_what_they_could_not_check(tmp_path: Path, capsys) -> None:
+    """A split file of another dataset, unreadable files, a broken link and one X-ray filed
+    under two classes: each is named, none passes as "0 pairs" or "OK"."""
+    root = generate_phantoms(tmp_path / "data", per_class=8, classes=("COVID", "Normal"), size=64)
+    images = root / "COVID" / "images"
+    (images / "COVID-50.png").write_bytes((images / "COVID-1.png").read_bytes()[:40])
+    (images / "COVID-51.png").symlink_to(images / "gone.png")
+    shutil.copy(root / "Normal" / "images" / "Normal-2.png", images / "COVID-52.png")
+    result = audit(root)
+    assert [Path(p).name for p, _ in result.unreadable] == ["COVID-50.png", "COVID-51.png"]
+    assert {frozenset(Path(p).name for p in pair[:2]) for pair in result.conflicts} == {
+        frozenset({"COVID-52.png", "Normal-2.png"})
+    }
+    assert data_cli.main(["audit", str(root)]) == 2
+    out = capsys.readouterr().out
+    assert "label conflict" in out and "COVID-50.png" in out and "COVID-51.png" in out
+    assert data_cli.main(["verify", str(root)]) == 1
+    assert "COVID-51.png" in capsys.readouterr().out  # the broken link is not dropped
+    other = tmp_path / "other_split.csv"
+    other.write_text("path,label,class,split\nelsewhere/x.png,0,COVID,test\n")
+    assert data_cli.main(["audit", str(root), "--split-file", str(other)]) == 2
+    assert "not images of" in capsys.readouterr().err
+
+
+def test_a_damaged_hash_cache_is_rebuilt(tmp_path: Path) -> None:
+    root = generate_phantoms(tmp_path / "data", per_class=4, classes=("COVID", "Normal"), size=64)
+    first = audit(root)
+    (root / ".covidxr-phash.json").write_text('{"version": 1, "hashes": {"COVID/ima')
+    assert audit(root).images == first.images == 8

@@ -49,7 +49,8 @@ def verify(layout: DatasetLayout, console: Console, workers: int | None = None) 
 
 
 def audit_command(args: argparse.Namespace, console: Console) -> int:
-    """Print the near-duplicate summary; exit 1 when a split leaks copies across its parts."""
+    """Print the near-duplicate summary; exit 1 when a split leaks copies across its parts or
+    a copy is filed under two classes, 2 when files could not be decoded."""
     started = time.perf_counter()
     result = audit(args.root, args.against, args.split_file, args.threshold)
     table = Table(title=f"Near-duplicates (pHash distance <= {args.threshold} of 64 bits)")
@@ -76,6 +77,15 @@ def audit_command(args: argparse.Namespace, console: Console) -> int:
             f"Contact sheet: {contact_sheet(result.all_pairs, args.sheet)}", highlight=False
         )
     console.print(f"{time.perf_counter() - started:.1f} s", highlight=False)
+    for a, b, distance in result.conflicts:
+        console.print(
+            f"[red]label conflict[/red] {a} and {b} (distance {distance}) are copies filed "
+            "under two classes: keep the right one.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for path, reason in result.unreadable:
+        console.print(f"[red]unreadable[/red] {path}: {reason}", highlight=False, soft_wrap=True)
     if result.leaks:
         console.print(
             f"[red]{len(result.leaks)} near-duplicate pair(s) straddle the splits of "
@@ -83,8 +93,14 @@ def audit_command(args: argparse.Namespace, console: Console) -> int:
             "with data.dedup=group (the default) to keep copies together.",
             highlight=False,
         )
-        return 1
-    return 0
+    if result.unreadable:
+        console.print(
+            f"[red]{len(result.unreadable)} file(s) could not be decoded and were not "
+            "audited[/red]: replace them (`covidxr-data verify` lists them too).",
+            highlight=False,
+        )
+        return 2
+    return 1 if result.leaks or result.conflicts else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imagehash
@@ -25,6 +25,7 @@ import PIL.Image
 
 from covidxr.data.decode import UnreadableImageError, read_gray
 from covidxr.data.layout import find_layout
+from covidxr.utils.errors import DatasetError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write
 
@@ -54,38 +55,55 @@ def _stamp(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def _read_cache(cache_path: Path) -> dict:
+    """The cached hashes, or none when the file is missing, stale or damaged (rebuilt then)."""
+    if not cache_path.is_file():
+        return {}
+    try:
+        loaded = json.loads(cache_path.read_text())
+        if loaded.get("version") == HASH_VERSION and isinstance(loaded.get("hashes"), dict):
+            return loaded["hashes"]
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("Hash cache %s is damaged (%s): rebuilding it", cache_path, exc)
+    return {}
+
+
 def perceptual_hashes(
-    root: Path, relative_paths: Sequence[str], workers: int | None = None
+    root: Path,
+    relative_paths: Sequence[str],
+    workers: int | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
 ) -> dict[str, int]:
-    """pHash of each file under ``root`` (unreadable files are left out), cached on disk."""
+    """pHash of each file under ``root``, cached on disk. Unreadable files are left out and, with
+    ``unreadable``, appended to it as ``(relative path, reason)``."""
     root = Path(root)
     cache_path = _cache_file(root)
-    cache: dict = {}
-    if cache_path.is_file():
-        loaded = json.loads(cache_path.read_text())
-        cache = loaded.get("hashes", {}) if loaded.get("version") == HASH_VERSION else {}
+    cache = _read_cache(cache_path)
     hashes: dict[str, int] = {}
     todo = []
     for rel in relative_paths:
         entry = cache.get(rel)
-        if entry is not None and entry[:2] == _stamp(root / rel):
+        if entry is not None and (root / rel).is_file() and entry[:2] == _stamp(root / rel):
             hashes[rel] = int(entry[2], 16)
         else:
             todo.append(rel)
     if todo:
 
-        def compute(rel: str) -> tuple[str, int | None]:
+        def compute(rel: str) -> tuple[str, int | str]:
             try:
                 return rel, phash(root / rel)
-            except UnreadableImageError:
-                return rel, None
+            except UnreadableImageError as exc:
+                return rel, exc.reason
 
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for rel, value in pool.map(compute, todo):
-                if value is not None:
-                    hashes[rel] = value
-                    cache[rel] = [*_stamp(root / rel), f"{value:016x}"]
+                if isinstance(value, str):
+                    if unreadable is not None:
+                        unreadable.append((rel, value))
+                    continue
+                hashes[rel] = value
+                cache[rel] = [*_stamp(root / rel), f"{value:016x}"]
         try:
             with atomic_write(cache_path) as fh:
                 json.dump({"version": HASH_VERSION, "hashes": cache}, fh)
@@ -175,15 +193,43 @@ class AuditResult:
     leaks: list[tuple[str, str, int, str]]  # pairs across splits: (a, b, distance, "train~test")
     against: list[tuple[str, str, int]]  # pairs between the dataset and another one
     other_images: int = 0
+    #: near-duplicate pairs filed under different classes: the same X-ray with two labels
+    conflicts: list[tuple[str, str, int]] = field(default_factory=list)
+    #: ``(path, reason)`` of files that could not be decoded (not hashed, so not audited)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def all_pairs(self) -> list[tuple[str, str, int]]:
         return sorted([*self.within, *self.against], key=lambda p: (p[2], p[0], p[1]))
 
 
-def _files(root: Path) -> tuple[Path, list[str]]:
+def _files(root: Path) -> tuple[Path, dict[str, str]]:
+    """The dataset folder and each image's class, keyed by its path relative to the folder."""
     layout = find_layout(root)
-    return layout.root, [layout.relative(f) for f in layout.files]
+    return layout.root, {
+        layout.relative(f): name for name, folder in layout.classes.items() for f in folder.files
+    }
+
+
+def _split_of(split_file: Path, base: Path, rels: Iterable[str]) -> dict[str, str]:
+    """Each image's split in ``split_file``, which must describe this dataset."""
+    import csv
+
+    with Path(split_file).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not {"path", "split"} <= set(reader.fieldnames or ()):
+            raise DatasetError(
+                f"{split_file} is not a covidxr split file (no path, split columns)."
+            )
+        split_of = {row["path"]: row["split"] for row in reader}
+    known = set(rels)
+    foreign = [p for p in split_of if p not in known]
+    if foreign:
+        raise DatasetError(
+            f"{len(foreign)} of {len(split_of)} images in {split_file} are not images of {base}, "
+            f"e.g. {foreign[:3]}: give the split.csv of a run on this dataset."
+        )
+    return split_of
 
 
 def audit(
@@ -192,21 +238,23 @@ def audit(
     split_file: Path | None = None,
     threshold: int = DEFAULT_THRESHOLD,
 ) -> AuditResult:
-    """Near-duplicates within ``root``, across the splits of ``split_file``, with ``against``."""
-    import csv
-
-    base, rels = _files(root)
-    hashes = perceptual_hashes(base, rels)
-    rels = [r for r in rels if r in hashes]
+    """Near-duplicates within ``root``, across the splits of ``split_file``, with ``against``;
+    copies filed under two classes; files that could not be decoded."""
+    base, class_of = _files(root)
+    split_of = _split_of(split_file, base, class_of) if split_file is not None else {}
+    unreadable: list[tuple[str, str]] = []
+    hashes = perceptual_hashes(base, list(class_of), unreadable=unreadable)
+    rels = [r for r in class_of if r in hashes]
     values = np.array([hashes[r] for r in rels], dtype=np.uint64)
-    within = [
+    found = close_pairs(values, None, threshold)
+    within = [(str(base / rels[i]), str(base / rels[j]), d) for i, j, d in found]
+    conflicts = [
         (str(base / rels[i]), str(base / rels[j]), d)
-        for i, j, d in close_pairs(values, None, threshold)
+        for i, j, d in found
+        if class_of[rels[i]] != class_of[rels[j]]
     ]
     leaks = []
     if split_file is not None:
-        with Path(split_file).open(newline="") as fh:
-            split_of = {row["path"]: row["split"] for row in csv.DictReader(fh)}
         for a, b, d in within:
             sa = split_of.get(Path(a).relative_to(base).as_posix())
             sb = split_of.get(Path(b).relative_to(base).as_posix())
@@ -214,16 +262,17 @@ def audit(
                 leaks.append((a, b, d, "~".join(sorted((sa, sb)))))
     crossed, other_images = [], 0
     if against is not None:
-        other_base, other_rels = _files(against)
-        other_hashes = perceptual_hashes(other_base, other_rels)
-        other_rels = [r for r in other_rels if r in other_hashes]
+        other_base, other_classes = _files(against)
+        other_hashes = perceptual_hashes(other_base, list(other_classes))
+        other_rels = [r for r in other_classes if r in other_hashes]
         other_values = np.array([other_hashes[r] for r in other_rels], dtype=np.uint64)
         other_images = len(other_rels)
         crossed = [
             (str(base / rels[i]), str(other_base / other_rels[j]), d)
             for i, j, d in close_pairs(values, other_values, threshold)
         ]
-    return AuditResult(len(rels), within, leaks, crossed, other_images)
+    unreadable = sorted((str(base / p), reason) for p, reason in unreadable)
+    return AuditResult(len(rels), within, leaks, crossed, other_images, conflicts, unreadable)
 
 
 def write_pairs(pairs: Sequence[tuple[str, str, int]], path: Path) -> Path:

@@ -118,6 +118,18 @@ def group_duplicates(root: Path, samples: list[Sample], mode: str, threshold: in
             found.duplicated,
             "kept together in one split" if mode == "group" else "one kept per group",
         )
+    labels: dict[str, set[str]] = {}
+    for sample in grouped:
+        labels.setdefault(sample.group_key, set()).add(sample.class_name)
+    for group, names in labels.items():
+        if len(names) > 1:
+            members = [s.path for s in grouped if s.group_key == group]
+            log.warning(
+                "Label conflict: %s are copies of one X-ray filed under %s; they stay in one "
+                "split, but one label is wrong (`covidxr-data audit` lists every conflict)",
+                members,
+                sorted(names),
+            )
     if mode == "drop":
         grouped = [s for s in grouped if not s.group]
     return grouped

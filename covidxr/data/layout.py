@@ -96,7 +96,9 @@ def _class_folder(path: Path, aliases: Mapping[str, str | None]) -> ClassFolder 
         names = [
             e.name
             for e in entries
-            if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
+            # a broken link is kept, so that verification names it instead of losing it
+            if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            and (e.is_file() or e.is_symlink())
         ]
     files = [folder / n for n in sorted(names, key=natural_key)]
     if layout == "flat" and (
