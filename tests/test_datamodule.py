@@ -189,3 +189,17 @@ def test_lung_masks_of_another_size_are_resized_nearest(tmp_path: Path) -> None:
     occluded = Occluder("lungs", root=tmp_path)(image, "COVID/images/COVID-1.png")
     nearest = cv2.resize(mask, (17, 13), interpolation=cv2.INTER_NEAREST) > 127
     assert np.array_equal(occluded == 0, nearest)
+
+
+def test_a_broken_lung_mask_is_named_before_training(tmp_path: Path) -> None:
+    from covidxr.data.synthetic import generate_phantoms
+
+    root = generate_phantoms(tmp_path / "d", per_class=6, classes=("COVID", "Normal"), size=32)
+    mask = root / "Normal" / "masks" / "Normal-3.png"
+    mask.write_bytes(mask.read_bytes()[:30])
+    dm = RadiographyDataModule(root, image_size=32, occlude="lungs")
+    with pytest.raises(DatasetError, match=r"1 lung mask\(s\) cannot be read: .*Normal-3\.png"):
+        dm.setup("fit")
+    mask.unlink()
+    with pytest.raises(DatasetError, match="have none"):
+        RadiographyDataModule(root, image_size=32, occlude="lungs").setup("fit")

@@ -298,3 +298,17 @@ def test_atomic_writes_follow_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPU")
+def test_a_gpu_trainer_without_a_gpu_is_one_line_before_indexing(
+    tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    from covidxr.cli import train as train_module
+
+    cfg = compose_config("train", [*SMOKE, "trainer=gpu"], tmp_path, data_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.main(cfg)
+    assert exit_info.value.code == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "split.csv").exists()  # nothing was indexed

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from covidxr.data.classes import KNOWN_CLASSES
 from covidxr.data.decode import read_gray
 from covidxr.data.index import build_index, external_index
-from covidxr.data.occlusion import Occluder, mask_path
+from covidxr.data.occlusion import Occluder
 from covidxr.data.sampling import EpochSampler, seed_pipeline
 from covidxr.data.spec import SplitSpec
 from covidxr.data.splits import DatasetIndex, Sample
@@ -210,15 +210,7 @@ class RadiographyDataModule(LightningDataModule):
                         "%d unreadable image(s) left out: %s", len(self.index.dropped), dropped
                     )
         self.occluder.root = self.index.root
-        used = [s.path for group in self.index.splits.values() for s in group]
-        missing = self.occluder.missing_masks(used)
-        if missing:
-            raise DatasetError(
-                f"data.occlude=lungs needs the lung masks the database's current release ships "
-                f"in <Class>/masks/: {len(missing)} of {len(used)} images under "
-                f"{self.index.root} have none, e.g. {mask_path(self.index.root, missing[0])}. "
-                "Use data.occlude=center instead."
-            )
+        self.occluder.check_masks([s.path for group in self.index.splits.values() for s in group])
         eval_transform = self._transform(())
         for split in ("train", "val", "test"):
             transform = self._transform(self.train_augmentations) if split == "train" else None

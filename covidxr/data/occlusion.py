@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from covidxr.data.decode import read_gray
-from covidxr.utils.errors import ConfigError
+from covidxr.data.decode import read_gray, scan_unreadable
+from covidxr.utils.errors import ConfigError, DatasetError
 
 OCCLUSIONS = ("none", "center", "lungs")
 
@@ -36,10 +36,26 @@ class Occluder:
             raise ConfigError(f"data.occlude_border={border}: give a fraction in (0, 0.5).")
         self.mode, self.border, self.root = mode, border, root
 
-    def missing_masks(self, relative_paths: Sequence[str]) -> list[str]:
+    def check_masks(self, relative_paths: Sequence[str]) -> None:
+        """``lungs``: every image has a mask that decodes, checked before training (a missing or
+        broken mask would stop a run in the middle)."""
         if self.mode != "lungs":
-            return []
-        return [p for p in relative_paths if not mask_path(self.root, p).is_file()]
+            return
+        masks = [mask_path(self.root, p) for p in relative_paths]
+        missing = [m for m in masks if not m.is_file()]
+        if missing:
+            raise DatasetError(
+                f"data.occlude=lungs needs the lung masks the database's current release ships "
+                f"in <Class>/masks/: {len(missing)} of {len(masks)} images under {self.root} "
+                f"have none, e.g. {missing[0]}. Use data.occlude=center instead."
+            )
+        bad = list(scan_unreadable(masks))
+        if bad:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
+            raise DatasetError(
+                f"data.occlude=lungs: {len(bad)} lung mask(s) cannot be read: {listed}. Replace "
+                "them, or use data.occlude=center."
+            )
 
     def __call__(self, image: np.ndarray, relative_path: str) -> np.ndarray:
         if self.mode == "none":

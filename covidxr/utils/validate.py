@@ -60,6 +60,18 @@ def check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be given: add {given}.")
 
 
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without one fails here, not after the data is indexed."""
+    import torch
+
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine. Use "
+            "trainer=cpu (or trainer=default, which picks what is there)."
+        )
+
+
 def check_train(cfg: DictConfig) -> None:
     """Every option ``covidxr-train`` can check before it reads data or builds a model."""
     check_required(cfg)
@@ -68,6 +80,7 @@ def check_train(cfg: DictConfig) -> None:
             "train=false needs ckpt_path=<run>/checkpoints/best.ckpt: the checkpoint to test."
         )
     check_loader(cfg)
+    check_accelerator(cfg)
     _check(cfg, "resume", lambda v: v in RESUME_CHOICES, f"choose one of {list(RESUME_CHOICES)}")
     _check(cfg, "model.dropout", _fraction(high_open=True), "give a value in [0, 1)")
     _check(cfg, "model.label_smoothing", _fraction(high_open=True), "give a value in [0, 1)")
@@ -77,6 +90,7 @@ def check_train(cfg: DictConfig) -> None:
 
 def check_eval(cfg: DictConfig) -> None:
     check_required(cfg)
+    check_accelerator(cfg)
     _check(
         cfg,
         "target_sensitivity",
