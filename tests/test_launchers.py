@@ -100,3 +100,31 @@ def test_ray_sweep_on_a_local_cluster_equals_the_basic_launchers(
         assert json.loads((ours / "metrics.json").read_text()) == json.loads(
             (by_seed(basic)[f"seed={seed}"] / "metrics.json").read_text()
         )
+
+
+def test_ray_jobs_ask_for_what_this_machine_has() -> None:
+    """The default request is data.num_workers + 1 CPUs capped at this machine's; a request a
+    local Ray cluster could never meet is one line instead of a sweep that waits forever."""
+    from omegaconf import OmegaConf
+
+    from covidxr.utils.env import available_cpus
+    from covidxr.utils.runner import unmet_launch_request
+
+    cfg = OmegaConf.create({"data": {"num_workers": 64}, "cpus": "${job_cpus:${data.num_workers}}"})
+    assert cfg.cpus == available_cpus()
+    cfg.data.num_workers = 0
+    assert cfg.cpus == 1
+
+    def ray(num_cpus: int, address: str | None = None) -> object:
+        target = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+        remote = {"num_cpus": num_cpus, "num_gpus": 0}
+        return OmegaConf.create(
+            {"hydra": {"launcher": {"_target_": target, "ray": {"init": {"address": address},
+                                                                "remote": remote}}}}
+        )  # fmt: skip
+
+    too_many = available_cpus() + 6
+    problem = unmet_launch_request(ray(too_many))
+    assert f"num_cpus={too_many}" in problem and f"has {available_cpus()}" in problem
+    assert unmet_launch_request(ray(1)) is None
+    assert unmet_launch_request(ray(too_many, address="auto")) is None  # a cluster elsewhere

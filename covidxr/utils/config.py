@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from covidxr.paths import CONF_DIR
-from covidxr.utils.env import data_dir, wandb_offline
+from covidxr.utils.env import available_cpus, data_dir, wandb_offline
 from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import atomic_write
 
@@ -92,4 +92,6 @@ RESOLVERS = {
     # ${gpus:${trainer.accelerator},${trainer.devices}}: GPUs a launcher asks for one job
     "gpus": lambda accelerator, devices: devices if accelerator in ("gpu", "cuda") else 0,
     "flag": lambda value, text: text if value else "",  # ${flag:${.x},-x}: "-x" when x is true
+    # ${job_cpus:${data.num_workers}}: a job's loader workers + 1, at most what this machine has
+    "job_cpus": lambda workers: min(int(workers) + 1, available_cpus()),
 }

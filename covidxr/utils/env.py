@@ -27,6 +27,22 @@ def apply_process_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: the smallest of the CPU affinity mask, a scheduler's allocation
+    (``SLURM_CPUS_PER_TASK``) and a container's cgroup quota (``/sys/fs/cgroup/cpu.max``)."""
+    counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()]
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit():
+        counts.append(int(slurm))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            counts.append(int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(c for c in counts if c))
+
+
 def data_dir(default: str | os.PathLike) -> str:
     return os.environ.get("COVIDXR_DATA_DIR") or str(default)
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from covidxr.paths import FAILED_FILE
 from covidxr.utils.compat import route_ddp_children
+from covidxr.utils.env import available_cpus
 from covidxr.utils.errors import USER_ERROR_EXIT, find_user_error
 from covidxr.utils.io import write_json
 
@@ -210,3 +211,36 @@ class RunFolderGuard(HydraCallback):
             file=sys.stderr,
         )
         raise SystemExit(USER_ERROR_EXIT)
+
+
+def unmet_launch_request(config: DictConfig) -> str | None:
+    """Why a multirun's jobs could never start on this machine's local Ray cluster, or None.
+
+    Ray keeps an infeasible task waiting forever, printing only its autoscaler's line; a job
+    asking more CPUs or GPUs than a local cluster has is such a task.
+    """
+    launcher = OmegaConf.select(config, "hydra.launcher") or {}
+    ray = launcher.get("ray") if "ray" in str(launcher.get("_target_", "")).lower() else None
+    if not ray or OmegaConf.select(ray, "init.address"):
+        return None  # a cluster elsewhere: its size is its own
+    remote = ray.get("remote") or {}
+    have = {"num_cpus": available_cpus(), "num_gpus": torch.cuda.device_count()}
+    for key, available in have.items():
+        asked = remote.get(key) or 0
+        if asked > available:
+            return (
+                f"hydra.launcher.ray.remote.{key}={asked}: the local Ray cluster on this machine "
+                f"has {available}, so no job would ever start. Ask for at most {available}, or "
+                "join a larger cluster with hydra.launcher.ray.init.address=auto."
+            )
+    return None
+
+
+class LaunchResourceCheck(HydraCallback):
+    """Stop a multirun whose jobs this machine could never run, with one line (exit 2)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        problem = unmet_launch_request(config)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_EXIT)
