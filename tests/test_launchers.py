@@ -70,8 +70,8 @@ def test_submitit_local_sweep_equals_the_basic_launchers(tmp_path: Path, data_di
     assert set(basic_jobs) == set(local_jobs) == {"seed=1", "seed=2"}
     for seed, folder in basic_jobs.items():
         other = local_jobs[seed]
-        assert json.loads((other / "metrics.json").read_text()) == json.loads(
-            (folder / "metrics.json").read_text()
+        assert json.loads((other / "metrics.json").read_text(), parse_constant=str) == json.loads(
+            (folder / "metrics.json").read_text(), parse_constant=str
         )
         assert (other / "split.csv").read_text() == (folder / "split.csv").read_text()
 
@@ -97,8 +97,8 @@ def test_ray_sweep_on_a_local_cluster_equals_the_basic_launchers(
     assert result.returncode == 0, result.stderr[-3000:]
     for seed in ("1", "2"):
         ours = by_seed(ray)[f"seed={seed}"]
-        assert json.loads((ours / "metrics.json").read_text()) == json.loads(
-            (by_seed(basic)[f"seed={seed}"] / "metrics.json").read_text()
+        assert json.loads((ours / "metrics.json").read_text(), parse_constant=str) == json.loads(
+            (by_seed(basic)[f"seed={seed}"] / "metrics.json").read_text(), parse_constant=str
         )
 
 

@@ -112,7 +112,8 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path, data_dir: Path) -> None:
     single = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], single_dir, data_dir))
     test_keys = sorted(k for k in metrics if k.startswith("test/"))
     assert "test/auroc_ci_low" in test_keys and "test/ece" in test_keys
-    assert {k: single[k] for k in test_keys} == pytest.approx({k: metrics[k] for k in test_keys})
+    expected = pytest.approx({k: metrics[k] for k in test_keys}, nan_ok=True)
+    assert {k: single[k] for k in test_keys} == expected
     alone = list(csv.DictReader((single_dir / "predictions_test.csv").open()))
     assert [r["path"] for r in alone] == [p["path"] for p in predictions]
     for a, b in zip(alone, predictions, strict=True):
@@ -210,12 +211,17 @@ def test_optuna_study_is_shared_by_parallel_workers_and_continued(
         f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.study_name=shared",
     ]
-    for attempt in ("first", "second"):
-        result = run_cli([*args, f"hydra.sweep.dir={tmp_path / attempt}"], data_dir, tmp_path)
+    sweep = tmp_path / "sweep"  # both commands in one sweep folder, as a requeued search runs
+    for _ in range(2):
+        result = run_cli([*args, f"hydra.sweep.dir={sweep}"], data_dir, tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="shared", storage=storage)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(finished) == 4  # the second command added to the first one's study
+    # New parameters, not the first command's again; each trial in a folder of its own.
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == 4
+    folders = [p for p in sweep.iterdir() if (p / "metrics.json").is_file()]
+    assert len(folders) == 4
 
 
 def test_an_earlier_run_folder_is_never_written_over(tmp_path: Path, data_dir: Path) -> None:
@@ -239,6 +245,10 @@ def test_an_earlier_run_folder_is_never_written_over(tmp_path: Path, data_dir: P
     assert other.returncode == 2
     assert other.stderr.strip().splitlines()[-1].startswith(f"error: hydra.run.dir={run} holds")
     assert (run / ".hydra" / "config.yaml").read_text() == config  # refused before Hydra wrote
+    elsewhere = ["experiment=smoke", "seed=2", "resume=auto", f"hydra.run.dir={run}"]
+    other_seed = run_cli(elsewhere, data_dir, tmp_path)  # would return seed 42's numbers as 2's
+    assert other_seed.returncode == 2
+    assert "holds a run started with other settings" in other_seed.stderr
     again = run_cli(["experiment=smoke", "resume=auto", f"hydra.run.dir={run}"], data_dir, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished already" in again.stdout + again.stderr

@@ -194,6 +194,7 @@ def test_overlays_of_same_named_inputs_do_not_collide(tmp_path: Path) -> None:
     [
         (["threshold=1.5"], "threshold=1.5: give a probability in [0, 1]"),
         (["inputs=[{empty}]"], "holds no images"),
+        (["device=gpu0"], "device=gpu0: give cpu"),
     ],
 )
 def test_predict_refuses_bad_thresholds_and_empty_inputs(

@@ -13,6 +13,7 @@ import logging
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
@@ -29,6 +30,7 @@ from covidxr.utils.errors import report_user_errors
 from covidxr.utils.io import check_checkpoint
 from covidxr.utils.runner import (
     build_trainer,
+    claim_run_folder,
     log_hyperparameters,
     output_dir,
     route_ddp_children_to_this_job,
@@ -37,6 +39,13 @@ from covidxr.utils.runner import (
 from covidxr.utils.validate import check_train
 
 log = logging.getLogger(__name__)
+
+
+def claim_this_folder(cfg: DictConfig) -> None:
+    """The run folder is this job's (rank 0 of a job launched by Hydra; DDP children join)."""
+    if HydraConfig.initialized() and HydraConfig.get().output_subdir is not None:
+        overrides = list(HydraConfig.get().overrides.task)
+        claim_run_folder(output_dir(), overrides, bool(cfg.get("overwrite", False)))
 
 
 def finished_run(cfg: DictConfig) -> dict[str, float] | None:
@@ -86,6 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     spec = SplitSpec.from_options(cfg.data)
     spec.require_splits(test=cfg.get("test", True))
     check_positive_class(spec.classes, normalize_class_name(str(cfg.model.positive_class)))
+    claim_this_folder(cfg)
     finished = finished_run(cfg)
     if finished is not None:
         return finished

@@ -258,6 +258,11 @@ def external_test(
     return metrics
 
 
+def _same(a: float, b: float) -> bool:
+    """Equal to rounding, or both undefined."""
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+
+
 def compare_with_training_run(
     metrics: Mapping[str, float], ckpt_path: str | os.PathLike, strict: bool
 ) -> None:
@@ -267,9 +272,7 @@ def compare_with_training_run(
         return
     recorded = json.loads(recorded_path.read_text())
     keys = sorted(k for k in recorded if k.startswith("test/") and k in metrics)
-    differ = [
-        k for k in keys if not math.isclose(recorded[k], metrics[k], rel_tol=1e-5, abs_tol=1e-6)
-    ]
+    differ = [k for k in keys if not _same(recorded[k], metrics[k])]
     if not differ:
         log.info("Test metrics equal the training run's (%s).", recorded_path)
         return

@@ -81,6 +81,19 @@ def optuna_storage(folder: str) -> str:
     return f"sqlite:///{path / 'optuna.db'}"
 
 
+def optuna_seed(seed: int, storage: str, study_name: str) -> int:
+    """The sampler's seed: ``seed`` plus the trials the study already holds. A second command
+    continuing a study then draws new parameters instead of replaying the first command's, and
+    a fresh study still repeats exactly."""
+    import optuna
+
+    try:
+        trials = len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    except KeyError:  # no such study yet
+        trials = 0
+    return int(seed) + trials
+
+
 RESOLVERS = {
     "uid": lambda: secrets.token_hex(3),  # a short random id, cached: run folders never collide
     "wandb_offline": wandb_offline,
@@ -89,6 +102,7 @@ RESOLVERS = {
     "data_dir": data_dir,  # ${data_dir:default}: COVIDXR_DATA_DIR, else the default
     "run_id": run_id,  # ${run_id:wandb}: the run folder's own id for that service
     "optuna_storage": optuna_storage,  # ${optuna_storage:<folder>}: an SQLite study there
+    "optuna_seed": optuna_seed,  # ${optuna_seed:<seed>,<storage>,<study>}: seed + trials so far
     # ${gpus:${trainer.accelerator},${trainer.devices}}: GPUs a launcher asks for one job
     "gpus": lambda accelerator, devices: devices if accelerator in ("gpu", "cuda") else 0,
     "flag": lambda value, text: text if value else "",  # ${flag:${.x},-x}: "-x" when x is true

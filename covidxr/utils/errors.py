@@ -26,6 +26,10 @@ class ConfigError(UserError, ValueError):
     """An option has a value covidxr cannot use."""
 
 
+class FolderTakenError(ConfigError):
+    """A run folder belongs to another run: nothing is written into it, not even failed.json."""
+
+
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder named by an option does not exist."""
 

@@ -52,6 +52,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         yield fh
 
 
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON file covidxr wrote, or one line naming it when it is damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}): remove or replace it.") from exc
+
+
 def write_json(path: str | os.PathLike, data: Mapping[str, object]) -> Path:
     """Write JSON atomically (NaN allowed: a metric that could not be computed)."""
     with atomic_write(path) as fh:

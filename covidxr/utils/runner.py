@@ -22,11 +22,11 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from covidxr.paths import FAILED_FILE
+from covidxr.paths import FAILED_FILE, JOB_FILE
 from covidxr.utils.compat import route_ddp_children
 from covidxr.utils.env import available_cpus
-from covidxr.utils.errors import USER_ERROR_EXIT, find_user_error
-from covidxr.utils.io import write_json
+from covidxr.utils.errors import USER_ERROR_EXIT, FolderTakenError, find_user_error
+from covidxr.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,35 @@ def output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+#: Overrides that say how to run a job, not what it computes: they may change between starts.
+HOW_TO_RUN = ("resume", "ckpt_path", "overwrite", "hydra.")
+
+
+def job_settings(overrides: list[str]) -> list[str]:
+    """The overrides that decide what a job computes, sorted."""
+    return sorted(o for o in overrides if not o.lstrip("+~").startswith(HOW_TO_RUN))
+
+
+def claim_run_folder(folder: Path, overrides: list[str], overwrite: bool = False) -> None:
+    """Record this job's settings in its folder, or refuse a folder whose run had others.
+
+    A job started again in its own folder (``resume=auto``, a requeue) continues; a job with
+    other settings (another seed, another trial of a search) would mix two runs' files, or
+    return the other run's numbers as its own.
+    """
+    path = folder / JOB_FILE
+    settings = job_settings(overrides)
+    if path.is_file() and not overwrite:
+        recorded = read_json(path).get("settings")
+        if recorded != settings:
+            raise FolderTakenError(
+                f"{folder} holds a run started with other settings ({' '.join(recorded or [])}"
+                f" vs {' '.join(settings)}): give another folder, or overwrite=true to replace it."
+            )
+        return
+    write_json(path, {"settings": settings})
+
+
 @contextlib.contextmanager
 def isolated_job() -> Iterator[None]:
     """Leave no DDP state behind a job, so the next job of a multirun can launch its own.
@@ -133,7 +162,8 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
             with isolated_job():
                 return task(cfg)
         except Exception as exc:
-            if rank_zero_only.rank == 0 and HydraConfig.initialized():
+            taken = isinstance(find_user_error(exc), FolderTakenError)
+            if rank_zero_only.rank == 0 and HydraConfig.initialized() and not taken:
                 write_json(
                     output_dir() / FAILED_FILE,
                     {

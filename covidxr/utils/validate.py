@@ -60,12 +60,16 @@ def check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be given: add {given}.")
 
 
-def check_accelerator(cfg: DictConfig) -> None:
-    """A GPU trainer on a machine without one fails here, not after the data is indexed."""
+def torch_cuda_available() -> bool:
     import torch
 
+    return torch.cuda.is_available()
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without one fails here, not after the data is indexed."""
     accelerator = OmegaConf.select(cfg, "trainer.accelerator")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator in ("gpu", "cuda") and not torch_cuda_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine. Use "
             "trainer=cpu (or trainer=default, which picks what is there)."
@@ -102,6 +106,10 @@ def check_eval(cfg: DictConfig) -> None:
 
 def check_predict(cfg: DictConfig) -> None:
     check_required(cfg)
+    cuda = torch_cuda_available()
+    where = "cpu or cuda" if cuda else "cpu (no CUDA GPU is visible for cuda)"
+    usable = ("cpu", "cuda") if cuda else ("cpu",)
+    _check(cfg, "device", lambda v: str(v).split(":")[0] in usable, f"give {where}")
     _check(
         cfg,
         "threshold",
