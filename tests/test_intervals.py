@@ -72,3 +72,20 @@ def test_metrics_the_data_cannot_support_are_undefined_not_zero() -> None:
     values = metric_samples(three[None], np.array([[0, 1, 0, 1]]), positive=0)
     assert np.isnan(values["sensitivity/2"][0])
     assert values["sensitivity"][0] == pytest.approx(np.mean([1.0, 1.0]))
+
+
+def test_epoch_metrics_the_counts_cannot_support_are_nan() -> None:
+    """What the LightningModule logs each epoch (val too): no negative case, no specificity."""
+    from covidxr.models.metrics import mark_undefined, undefined_metrics
+
+    only_positives = torch.tensor([[3, 1], [0, 0]])  # rows: true COVID, Normal
+    assert undefined_metrics(only_positives, ["COVID", "Normal"], 0) == ["auroc", "specificity"]
+    nothing_predicted = torch.tensor([[0, 2], [0, 2]])
+    assert undefined_metrics(nothing_predicted, ["COVID", "Normal"], 0) == ["precision"]
+    names = ["COVID", "Normal", "Lung_Opacity"]
+    absent = torch.tensor([[2, 0, 0], [1, 1, 0], [0, 0, 0]])
+    values = {f"val/{m}/{n}": torch.tensor(0.5) for m in ("precision", "sensitivity",
+              "specificity", "f1") for n in names}  # fmt: skip
+    values = mark_undefined(values, "val", absent, names, 0)
+    assert torch.isnan(values["val/sensitivity/Lung_Opacity"])
+    assert values["val/sensitivity"] == pytest.approx(0.5)  # the mean of the defined classes

@@ -69,3 +69,57 @@ def metric_inputs(
     if probs.shape[1] == 2:
         return probs[:, positive], (target == positive).long()
     return probs, target
+
+
+PER_CLASS = ("precision", "sensitivity", "specificity", "f1")
+
+
+def undefined_metrics(
+    confusion: torch.Tensor, class_names: Sequence[str], positive: int
+) -> list[str]:
+    """The metrics (as named under a stage) that counts ``[true, predicted]`` cannot support:
+    no positive case means no sensitivity, no negative case no specificity, nothing predicted
+    positive no precision, and AUROC needs both. torchmetrics reports 0.0 for each of them."""
+    counts = confusion.long()
+    actual, predicted, total = counts.sum(1), counts.sum(0), int(counts.sum())
+
+    def undefined(c: int) -> list[str]:
+        out = []
+        if actual[c] == 0:
+            out.append("sensitivity")
+        if total - actual[c] == 0:
+            out.append("specificity")
+        if predicted[c] == 0:
+            out.append("precision")
+            if actual[c] == 0:
+                out.append("f1")
+        return out
+
+    if len(class_names) == 2:
+        found = undefined(positive)
+        if actual[positive] in (0, total):
+            found.append("auroc")
+        return sorted(found)
+    return sorted(f"{m}/{name}" for c, name in enumerate(class_names) for m in undefined(c))
+
+
+def mark_undefined(
+    values: dict[str, torch.Tensor],
+    stage: str,
+    confusion: torch.Tensor,
+    class_names: Sequence[str],
+    positive: int,
+) -> dict[str, torch.Tensor]:
+    """``values`` with NaN for what the counts cannot support; for 3-4 classes the macro means
+    over the classes where a metric is defined."""
+    nan = torch.tensor(float("nan"))
+    for name in undefined_metrics(confusion, class_names, positive):
+        values[f"{stage}/{name}"] = nan
+    if len(class_names) > 2:
+        for metric in PER_CLASS:
+            per_class = torch.stack(
+                [values[f"{stage}/{metric}/{n}"].float().cpu() for n in class_names]
+            )
+            defined = per_class[~per_class.isnan()]
+            values[f"{stage}/{metric}"] = defined.mean() if len(defined) else nan
+    return values

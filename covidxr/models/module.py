@@ -21,7 +21,7 @@ from covidxr.data.classes import normalize_class_name
 from covidxr.data.transforms import NormalizeToRGB
 from covidxr.models.backbone import NUM_FEATURES, build_backbone
 from covidxr.models.heads import build_head
-from covidxr.models.metrics import build_metrics, metric_inputs
+from covidxr.models.metrics import build_metrics, mark_undefined, metric_inputs
 from covidxr.models.predictions import Predictions, PredictionStore
 from covidxr.models.preprocessing import THRESHOLD_KEY, Preprocessing, positive_index
 from covidxr.utils.compat import attached_trainer
@@ -126,7 +126,7 @@ class XRayClassifier(LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_": build_metrics(class_names) for s in STAGES})
         self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
         n = len(class_names)
-        self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in STAGES[1:]})
+        self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in STAGES})
         self.val_acc_best = MaxMetric()
         # Every test prediction with its dataset index, gathered across processes once.
         self.test_store = PredictionStore()
@@ -226,8 +226,7 @@ class XRayClassifier(LightningModule):
         key = f"{stage}_"
         self.losses[key].update(loss.detach(), weight=target.numel())
         self.metrics[key].update(*metric_inputs(probs, target, self.positive))
-        if key in self.confusion:
-            self.confusion[key].update(probs.argmax(dim=1), target)
+        self.confusion[key].update(probs.argmax(dim=1), target)
         if stage == "test":
             if not index:  # a plain (images, target) loader, one process: positions in order
                 seen = sum(len(t) for t in self.test_store.indices)
@@ -255,12 +254,13 @@ class XRayClassifier(LightningModule):
         key = f"{stage}_"
         values = {f"{stage}/loss": self.losses[key].compute()}
         values |= {f"{stage}/{k}": v for k, v in self.metrics[key].compute().items()}
+        matrix = self.confusion[key].compute().cpu()
+        values = mark_undefined(values, stage, matrix, self.class_names, self.positive)
         self.log_dict(values, sync_dist=False)  # torchmetrics have synced across processes
         self.losses[key].reset()
         self.metrics[key].reset()
-        if key in self.confusion:
-            self.confusion_matrices[stage] = self.confusion[key].compute().cpu()
-            self.confusion[key].reset()
+        self.confusion[key].reset()
+        self.confusion_matrices[stage] = matrix
         return values
 
     def on_train_epoch_end(self) -> None:
