@@ -94,18 +94,26 @@ def check_new_output(
 def check_checkpoint(path: str | os.PathLike, option: str = "ckpt_path") -> Path:
     """``path`` if it is a whole PyTorch checkpoint file, else one line naming ``option``.
 
-    PyTorch writes zip archives whose directory sits at the end: a truncated file, or any other
-    kind of file, is caught here without loading it.
+    PyTorch writes zip archives whose directory sits at the end and lists a ``data.pkl``: a
+    truncated file, or any other kind of file (another zip too), is caught here without loading.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"{option}={path} does not exist or is not a file.")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path) or not _lists_torch_data(path):
         raise CheckpointError(
             f"{option}={path} is not a whole PyTorch checkpoint (truncated, or another kind of "
             "file): give a .ckpt that covidxr-train wrote."
         )
     return path
+
+
+def _lists_torch_data(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def read_checkpoint(
