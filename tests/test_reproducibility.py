@@ -132,7 +132,7 @@ def without_workers(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) ->
     return reference
 
 
-@pytest.mark.parametrize("signum", [9, 15])
+@pytest.mark.parametrize("signum", [9, pytest.param(15, marks=pytest.mark.slow)])
 def test_resume_with_worker_processes_is_exact(
     signum: int, without_workers: Path, tmp_path: Path, data_dir: Path
 ) -> None:
