@@ -80,7 +80,12 @@ def test_data_cli_missing_root_exits_2(tmp_path: Path, capsys) -> None:
 
 
 def test_bench_data_prints_every_row(phantoms: Path, capsys) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
     bench.main(["data", "--root", str(phantoms), "--images", "40", "--image-size", "32"])
     out = capsys.readouterr().out
     for row in ("covidxr loader", "default aug", "CPU normalise", "ImageFolder + PIL", "ratio"):
         assert row in out
+    # CPU results depend on the thread count: a benchmark must not change it for what follows
+    assert torch.get_num_threads() == threads

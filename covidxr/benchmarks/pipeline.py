@@ -98,11 +98,15 @@ def bench_data(
         table.add_column("images/s")
         for workers in WORKERS:
             table.add_column(f"{workers} workers", justify="right")
-        torch.set_num_threads(1)
-        rates = {
-            name: [images_per_second(ds, batch_size, w, fn) for w in WORKERS]
-            for name, (ds, fn) in rows.items()
-        }
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one decoding thread per worker, as the loaders use
+        try:
+            rates = {
+                name: [images_per_second(ds, batch_size, w, fn) for w in WORKERS]
+                for name, (ds, fn) in rows.items()
+            }
+        finally:  # training later in this process computes with all its threads again
+            torch.set_num_threads(threads)
         base = rates["ImageFolder + PIL"]
         for name, values in rates.items():
             table.add_row(name, *(f"{v:,.0f}" for v in values))

@@ -8,7 +8,6 @@ covidxr-train ckpt_path=<run>/checkpoints/last.ckpt   # resume, same split
 
 from __future__ import annotations
 
-import json
 import logging
 
 import hydra
@@ -27,7 +26,7 @@ from covidxr.models.preprocessing import check_positive_class
 from covidxr.paths import CONF_DIR, METRICS_FILE, checkpoint_run_dir
 from covidxr.reporting.run import test_and_report
 from covidxr.utils.errors import report_user_errors
-from covidxr.utils.io import check_checkpoint
+from covidxr.utils.io import check_checkpoint, read_json
 from covidxr.utils.runner import (
     build_trainer,
     claim_run_folder,
@@ -55,7 +54,7 @@ def finished_run(cfg: DictConfig) -> dict[str, float] | None:
     if cfg.get("resume", "never") != "auto" or not metrics.is_file():
         return None
     log.info("resume=auto: %s finished already; returning its recorded metrics", metrics.parent)
-    return json.loads(metrics.read_text())
+    return read_json(metrics)
 
 
 def resume_automatically(cfg: DictConfig) -> None:
