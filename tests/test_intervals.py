@@ -89,3 +89,6 @@ def test_epoch_metrics_the_counts_cannot_support_are_nan() -> None:
     values = mark_undefined(values, "val", absent, names, 0)
     assert torch.isnan(values["val/sensitivity/Lung_Opacity"])
     assert values["val/sensitivity"] == pytest.approx(0.5)  # the mean of the defined classes
+    one_class = torch.tensor([[3, 1, 0], [0, 0, 0], [0, 0, 0]])
+    assert "auroc" in undefined_metrics(one_class, names, 0)  # no class has both sides
+    assert "auroc" not in undefined_metrics(absent, names, 0)

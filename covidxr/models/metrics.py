@@ -100,7 +100,10 @@ def undefined_metrics(
         if actual[positive] in (0, total):
             found.append("auroc")
         return sorted(found)
-    return sorted(f"{m}/{name}" for c, name in enumerate(class_names) for m in undefined(c))
+    found = [f"{m}/{name}" for c, name in enumerate(class_names) for m in undefined(c)]
+    if int((actual > 0).sum()) < 2:  # one class vs the rest needs both, for every class
+        found.append("auroc")
+    return sorted(found)
 
 
 def mark_undefined(

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -28,7 +27,6 @@ from covidxr.paths import METRICS_FILE, checkpoint_run_dir
 from covidxr.reporting.intervals import (
     bootstrap_intervals,
     calibration_error,
-    metric_samples,
     reliability_diagram,
 )
 from covidxr.utils.errors import ConfigError
@@ -122,26 +120,11 @@ def print_metrics(metrics: Mapping[str, float], output_dir: str | os.PathLike) -
     console.print(f"Run directory: {output_dir}", highlight=False, soft_wrap=True)
 
 
-def undefined_metrics(record: Predictions, model: XRayClassifier, stage: str) -> dict[str, float]:
-    """NaN for every metric the record cannot support (a one-class set has no specificity or
-    AUROC; a class absent from it has no sensitivity): torchmetrics would report 0.0."""
-    point = metric_samples(record.probs[None], record.targets[None], model.positive)
-    names = model.class_names
-    undefined = {}
-    for key, value in point.items():
-        if not np.isnan(value[0]):
-            continue
-        name, _, index = key.partition("/")
-        undefined[f"{stage}/{name}/{names[int(index)]}" if index else f"{stage}/{name}"] = math.nan
-    return undefined
-
-
 def record_metrics(record: Predictions, model: XRayClassifier, stage: str) -> dict[str, float]:
-    """``<stage>/ece``, the bootstrap intervals of every metric, and NaN for those the data
-    leave undefined, from the record."""
+    """``<stage>/ece`` and the bootstrap intervals of every metric, from the record (the point
+    values, NaN where the data leave them undefined, are the module's)."""
     hp = model.hparams
-    values = undefined_metrics(record, model, stage)
-    values[f"{stage}/ece"] = calibration_error(record.probs, record.targets, model.positive)
+    values = {f"{stage}/ece": calibration_error(record.probs, record.targets, model.positive)}
     values |= bootstrap_intervals(
         record.probs,
         record.targets,

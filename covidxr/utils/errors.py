@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT = 2
@@ -60,10 +60,15 @@ def report_user_errors(function: F) -> F:
             error = find_user_error(exc)
             if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                 raise
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(USER_ERROR_EXIT) from None
+            exit_with_user_error(str(error))
 
     return wrapped
+
+
+def exit_with_user_error(message: str) -> NoReturn:
+    """The one form of a user error: ``error: <message>`` on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(USER_ERROR_EXIT) from None
 
 
 def _in_multirun() -> bool:

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from covidxr.paths import FAILED_FILE, JOB_FILE
 from covidxr.utils.compat import route_ddp_children
 from covidxr.utils.env import available_cpus
-from covidxr.utils.errors import USER_ERROR_EXIT, FolderTakenError, find_user_error
+from covidxr.utils.errors import FolderTakenError, exit_with_user_error, find_user_error
 from covidxr.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -234,13 +234,11 @@ class RunFolderGuard(HydraCallback):
             return
         if config.get("resume") == "auto" or config.get("overwrite"):
             return
-        print(
-            f"error: hydra.run.dir={folder} holds an earlier run ({earlier.parent.name}/, "
+        exit_with_user_error(
+            f"hydra.run.dir={folder} holds an earlier run ({earlier.parent.name}/, "
             "checkpoints, metrics): give another folder, resume=auto to continue that run, or "
-            "overwrite=true to replace it.",
-            file=sys.stderr,
+            "overwrite=true to replace it."
         )
-        raise SystemExit(USER_ERROR_EXIT)
 
 
 def unmet_launch_request(config: DictConfig) -> str | None:
@@ -272,5 +270,4 @@ class LaunchResourceCheck(HydraCallback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         problem = unmet_launch_request(config)
         if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            raise SystemExit(USER_ERROR_EXIT)
+            exit_with_user_error(problem)
