@@ -93,7 +93,8 @@ def test_model_side_options_build_a_model_that_configures_optimizers(
 
 @pytest.mark.parametrize("name", options("data"))
 def test_data_configs_instantiate(name: str, tmp_path: Path, data_dir: Path) -> None:
-    cfg = compose_config("train", [f"data={name}"], tmp_path, data_dir)
+    manifest = [f"data.manifest={tmp_path / 'labels.csv'}"] if name == "manifest" else []
+    cfg = compose_config("train", [f"data={name}", *manifest], tmp_path, data_dir)
     datamodule = instantiate(cfg.data)
     assert datamodule.hparams.image_size == 224
     model = instantiate(cfg.model, _convert_="object")

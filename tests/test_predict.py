@@ -405,3 +405,40 @@ def test_external_sets_report_undefined_metrics_and_what_they_left_out(
     both = evaluate(compose_config("eval", mapped, tmp_path / "three", data_dir))
     assert len(read_rows(tmp_path / "three" / "predictions_external.csv")) == 8
     assert 0.0 <= both["external/auroc"] <= 1.0
+
+
+def test_predict_scores_an_xray_alike_in_every_form_it_ships_in(
+    run: Path, test_files: list[Path], tmp_path: Path
+) -> None:
+    """A PNG, its DICOM (12-bit, MONOCHROME1, rescaled, windowed; no extension), its 12-bit PNG;
+    and a JPEG stored turned with an EXIF orientation against the same JPEG stored upright."""
+    import PIL.Image
+    from test_dicom import write_12bit_png
+
+    from covidxr.data.decode import read_gray
+    from covidxr.data.dicom import write_dicom
+
+    forms: dict[str, Path] = {}
+    for i, source in enumerate(test_files[:4]):
+        gray = read_gray(source)
+        forms[f"{i}:png"] = shutil.copy(source, tmp_path / f"{i}.png")
+        forms[f"{i}:dicom"] = tmp_path / f"{i}-1.2.840.99"
+        write_dicom(
+            forms[f"{i}:dicom"], gray, bits_stored=12, monochrome1=True, rescale=(0.5, -100)
+        )
+        forms[f"{i}:png12"] = write_12bit_png(tmp_path / f"{i}-12bit.png", gray)
+        forms[f"{i}:jpeg"] = tmp_path / f"{i}.jpg"
+        PIL.Image.fromarray(gray).save(forms[f"{i}:jpeg"], quality=100)
+        exif = PIL.Image.Exif()
+        exif[0x0112] = 6  # stored turned left; shown turned 90 degrees clockwise
+        forms[f"{i}:exif"] = tmp_path / f"{i}-exif.jpg"
+        PIL.Image.fromarray(np.rot90(gray, 1)).save(forms[f"{i}:exif"], quality=100, exif=exif)
+    output = tmp_path / "preds.csv"
+    predictor = load_predictor(run / "checkpoints/best.ckpt")
+    assert predict_app.predict_files(predictor, list(forms.values()), output) == 0
+    by_path = {row["path"]: float(row["p_COVID"]) for row in read_rows(output)}
+    p = {form: by_path[str(path)] for form, path in forms.items()}
+    for i in range(4):
+        assert p[f"{i}:dicom"] == pytest.approx(p[f"{i}:png"], abs=0.01)
+        assert p[f"{i}:png12"] == pytest.approx(p[f"{i}:png"], abs=0.01)
+        assert p[f"{i}:exif"] == pytest.approx(p[f"{i}:jpeg"], abs=0.01)

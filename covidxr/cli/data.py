@@ -3,6 +3,7 @@
 covidxr-data summary data/          # layout, images per class
 covidxr-data verify data/           # decode everything, list unreadable files
 covidxr-data audit data/ --split-file logs/train/runs/<run>/split.csv --sheet pairs.png
+covidxr-data audit /data --manifest labels.csv --split-file split.csv --group-by patient
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from rich.table import Table
 from covidxr.data.audit import DEFAULT_THRESHOLD, audit, contact_sheet, write_pairs
 from covidxr.data.decode import find_unreadable
 from covidxr.data.layout import DatasetLayout, find_layout
-from covidxr.utils.errors import DatasetError, MissingFileError
+from covidxr.data.manifest import read_manifest
+from covidxr.utils.errors import ConfigError, DatasetError, MissingFileError
 
 
 def summary(layout: DatasetLayout, console: Console) -> int:
@@ -52,7 +54,9 @@ def audit_command(args: argparse.Namespace, console: Console) -> int:
     """Print the near-duplicate summary; exit 1 when a split leaks copies across its parts or
     a copy is filed under two classes, 2 when files could not be decoded."""
     started = time.perf_counter()
-    result = audit(args.root, args.against, args.split_file, args.threshold)
+    result = audit(
+        args.root, args.against, args.split_file, args.threshold, args.manifest, args.group_by
+    )
     table = Table(title=f"Near-duplicates (pHash distance <= {args.threshold} of 64 bits)")
     table.add_column("check")
     table.add_column("images", justify="right")
@@ -64,6 +68,13 @@ def audit_command(args: argparse.Namespace, console: Console) -> int:
         style = "bold red" if result.leaks else "green"
         table.add_row(
             f"across splits ({detail or 'none'})", "", f"{len(result.leaks):,}", style=style
+        )
+    if args.split_file is not None and args.group_by:
+        table.add_row(
+            f"{args.group_by} groups in several splits",
+            "",
+            f"{len(result.straddling):,}",
+            style="bold red" if result.straddling else "green",
         )
     if args.against is not None:
         table.add_row(
@@ -93,6 +104,14 @@ def audit_command(args: argparse.Namespace, console: Console) -> int:
             "with data.dedup=group (the default) to keep copies together.",
             highlight=False,
         )
+    if result.straddling:
+        shown = ", ".join(f"{group} ({splits})" for group, splits in result.straddling[:10])
+        console.print(
+            f"[red]{len(result.straddling)} {args.group_by} group(s) have images in several "
+            f"splits[/red] (pseudonyms: {shown}): split with data.group_by={args.group_by}.",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.unreadable:
         console.print(
             f"[red]{len(result.unreadable)} file(s) could not be decoded and were not "
@@ -100,7 +119,7 @@ def audit_command(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
         return 2
-    return 1 if result.leaks or result.conflicts else 0
+    return 1 if result.leaks or result.conflicts or result.straddling else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,13 +137,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_audit.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="bits (2)")
     p_audit.add_argument("--output", type=Path, default=None, help="pairs CSV to write")
     p_audit.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG to write")
+    p_audit.add_argument(
+        "--group-by",
+        default=None,
+        help="with --split-file: report groups in several splits, by a manifest column "
+        "(patient) or DICOM keyword (PatientID)",
+    )
+    for command in (p_summary, p_verify, p_audit):
+        command.add_argument(
+            "--manifest",
+            type=Path,
+            default=None,
+            help="a label CSV (path,label,...) listing the images under root",
+        )
     args = parser.parse_args(argv)
     console = Console()
     try:
         if args.command == "audit":
             return audit_command(args, console)
-        layout = find_layout(args.root)
-    except (DatasetError, MissingFileError) as exc:
+        layout = (
+            read_manifest(args.manifest, args.root)
+            if args.manifest is not None
+            else find_layout(args.root)
+        )
+    except (DatasetError, ConfigError, MissingFileError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     if args.command == "summary":

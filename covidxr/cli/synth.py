@@ -27,18 +27,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="burn a marker into the border of COVID images (a known shortcut, for audits)",
     )
+    parser.add_argument(
+        "--dicom",
+        action="store_true",
+        help="write 12-bit DICOM of made-up patients (2-4 X-rays each) and sites, with a "
+        "labels.csv manifest (path,label,patient,site)",
+    )
     args = parser.parse_args(argv)
     if args.per_class < 1 or args.size < 32:
         parser.error("--per-class must be >= 1 and --size >= 32")
     try:
         generate_phantoms(
-            args.out, args.per_class, args.classes, args.size, args.seed, shortcut=args.shortcut
+            args.out,
+            args.per_class,
+            args.classes,
+            args.size,
+            args.seed,
+            shortcut=args.shortcut,
+            dicom=args.dicom,
         )
     except ValueError as exc:
         parser.error(str(exc))
     total = args.per_class * len(args.classes)
     marker = " with a COVID border marker" if args.shortcut else ""
-    print(f"Wrote {total} phantoms ({', '.join(args.classes)}){marker} and masks to {args.out}")
+    kind = "DICOM phantoms (and labels.csv)" if args.dicom else "phantoms"
+    print(f"Wrote {total} {kind} ({', '.join(args.classes)}){marker} and masks to {args.out}")
     return 0
 
 

@@ -24,7 +24,9 @@ import numpy as np
 import PIL.Image
 
 from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.layout import find_layout
+from covidxr.data.groups import SOURCE, group_secret, group_values, pseudonym
+from covidxr.data.layout import DatasetLayout, find_layout
+from covidxr.data.manifest import read_manifest
 from covidxr.utils.errors import DatasetError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write
@@ -197,18 +199,37 @@ class AuditResult:
     conflicts: list[tuple[str, str, int]] = field(default_factory=list)
     #: ``(path, reason)`` of files that could not be decoded (not hashed, so not audited)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    #: groups (patients, sites; pseudonymised) with images in more than one split
+    straddling: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def all_pairs(self) -> list[tuple[str, str, int]]:
         return sorted([*self.within, *self.against], key=lambda p: (p[2], p[0], p[1]))
 
 
-def _files(root: Path) -> tuple[Path, dict[str, str]]:
-    """The dataset folder and each image's class, keyed by its path relative to the folder."""
-    layout = find_layout(root)
-    return layout.root, {
+def _files(layout: DatasetLayout) -> dict[str, str]:
+    """Each image's class, keyed by its path relative to the dataset folder."""
+    return {
         layout.relative(f): name for name, folder in layout.classes.items() for f in folder.files
     }
+
+
+def straddling_groups(
+    layout: DatasetLayout, split_of: dict[str, str], key: str
+) -> list[tuple[str, str]]:
+    """``(group, "train~test")`` for each ``key`` value (a patient) found in several splits; the
+    group is its pseudonym, never the value."""
+    values = group_values(layout, list(split_of), key)
+    splits: dict[str, set[str]] = {}
+    for path, split in split_of.items():
+        if values.get(path):
+            splits.setdefault(values[path], set()).add(split)
+    secret = b"" if key == SOURCE else group_secret(layout.root)
+    return sorted(
+        (pseudonym(value, key, secret), "~".join(sorted(found)))
+        for value, found in splits.items()
+        if len(found) > 1
+    )
 
 
 def _split_of(split_file: Path, base: Path, rels: Iterable[str]) -> dict[str, str]:
@@ -237,11 +258,16 @@ def audit(
     against: Path | None = None,
     split_file: Path | None = None,
     threshold: int = DEFAULT_THRESHOLD,
+    manifest: Path | None = None,
+    group_by: str | None = None,
 ) -> AuditResult:
     """Near-duplicates within ``root``, across the splits of ``split_file``, with ``against``;
-    copies filed under two classes; files that could not be decoded."""
-    base, class_of = _files(root)
+    copies filed under two classes; files that could not be decoded; with ``group_by``, groups
+    (patients) on both sides of the split."""
+    layout = read_manifest(manifest, root) if manifest is not None else find_layout(root)
+    base, class_of = layout.root, _files(layout)
     split_of = _split_of(split_file, base, class_of) if split_file is not None else {}
+    straddling = straddling_groups(layout, split_of, group_by) if group_by and split_of else []
     unreadable: list[tuple[str, str]] = []
     hashes = perceptual_hashes(base, list(class_of), unreadable=unreadable)
     rels = [r for r in class_of if r in hashes]
@@ -262,7 +288,8 @@ def audit(
                 leaks.append((a, b, d, "~".join(sorted((sa, sb)))))
     crossed, other_images = [], 0
     if against is not None:
-        other_base, other_classes = _files(against)
+        other = find_layout(against)
+        other_base, other_classes = other.root, _files(other)
         other_hashes = perceptual_hashes(other_base, list(other_classes))
         other_rels = [r for r in other_classes if r in other_hashes]
         other_values = np.array([other_hashes[r] for r in other_rels], dtype=np.uint64)
@@ -272,7 +299,9 @@ def audit(
             for i, j, d in close_pairs(values, other_values, threshold)
         ]
     unreadable = sorted((str(base / p), reason) for p, reason in unreadable)
-    return AuditResult(len(rels), within, leaks, crossed, other_images, conflicts, unreadable)
+    return AuditResult(
+        len(rels), within, leaks, crossed, other_images, conflicts, unreadable, straddling
+    )
 
 
 def write_pairs(pairs: Sequence[tuple[str, str, int]], path: Path) -> Path:

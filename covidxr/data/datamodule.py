@@ -89,7 +89,8 @@ class RadiographyDataModule(LightningDataModule):
     (``XRayClassifier.on_after_batch_transfer``), with its backbone's mean/std.
 
     Args:
-        root: the dataset folder, or a folder above it (where the Kaggle archive was unpacked).
+        root: the dataset folder, or a folder above it (where the Kaggle archive was unpacked);
+            with a ``manifest``, the folder its paths are relative to (default: the CSV's).
         image_size: side of the square network input.
         occlude: ``center`` or ``lungs`` blacks out that part of every image of every split
             (a shortcut control); ``occlude_border``: the frame ``center`` keeps.
@@ -102,7 +103,7 @@ class RadiographyDataModule(LightningDataModule):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: str | os.PathLike | None,
         image_size: int = 224,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -128,7 +129,9 @@ class RadiographyDataModule(LightningDataModule):
         # Flat, plain builtins: checkpoints load with weights_only=True, and eval rebuilds this.
         self.hparams.pop("split", None)
         self.hparams.update(to_builtin({**dict(self.hparams), **self.spec.as_dict()}))
-        self.root = Path(root)
+        if root is None and self.spec.manifest is None:
+            raise ConfigError("data.root is not set: point it at the dataset folder.")
+        self.root = Path(root if root is not None else Path(str(self.spec.manifest)).parent)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.train_augmentations = list(train_augmentations)
         self.occluder = Occluder(occlude, occlude_border, self.root)

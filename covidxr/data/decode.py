@@ -1,14 +1,21 @@
-"""Decode any chest X-ray file to one 8-bit grey channel.
+"""Decode any chest X-ray file to one 8-bit grey channel: the one reader every part uses.
 
-X-rays carry no colour, so every input (8/16-bit grey, RGB, RGBA, JPEG) becomes a single uint8
-channel: augmenting one channel is three times cheaper than three, and the transform pipeline
-replicates it to the three channels an ImageNet-style backbone expects at the very end.
+X-rays carry no colour, so every input (DICOM, 8/12/16-bit grey, RGB, RGBA, JPEG, TIFF) becomes a
+single uint8 channel: augmenting one channel is three times cheaper than three, and the transform
+pipeline replicates it to the three channels an ImageNet-style backbone expects at the very end.
+
+* DICOM (recognised by content): see ``dicom.py``.
+* More than 8 bits (16-bit PNG/TIFF, often 12-bit data exported from a DICOM): scaled by the bits
+  the PNG's ``sBIT`` chunk says are significant; without it, by the image's own minimum and
+  maximum (a fixed shift by 8 bits would leave 12-bit data nearly black).
+* EXIF orientation is applied, so a phone photo of a film is read upright.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +27,7 @@ import PIL.Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from covidxr.data.dicom import DicomError, dicom_to_gray, is_dicom
 from covidxr.utils.errors import UserError
 
 #: Largest image accepted: 10,000 x 10,000 pixels (chest X-rays are at most about 4,300 x 4,300).
@@ -41,8 +49,9 @@ class UnreadableImageError(UserError, ValueError):
         )
 
 
-def to_uint8_gray(image: np.ndarray) -> np.ndarray:
-    """Collapse channels to grey and scale 16-bit or float data to the 0..255 range."""
+def to_uint8_gray(image: np.ndarray, significant_bits: int | None = None) -> np.ndarray:
+    """Collapse channels to grey and scale deeper data to 0..255: by ``significant_bits`` when
+    known, else (16-bit) by the image's own range."""
     if image.ndim == 3:
         channels = image.shape[2]
         if channels == 1 or channels == 2:  # grey, or grey + alpha
@@ -56,30 +65,67 @@ def to_uint8_gray(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
     if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
+        if significant_bits:
+            full = float(2**significant_bits - 1)
+            return np.rint(np.clip(image / full, 0.0, 1.0) * 255.0).astype(np.uint8)
+        low, high = float(image.min()), float(image.max())
+        return np.rint((image - low) * (255.0 / max(high - low, 1.0))).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     raise ValueError(f"unsupported pixel type: {image.dtype}")
 
 
-def check_declared_size(path: str | os.PathLike, buffer: np.ndarray) -> None:
-    """Refuse a file whose header declares more than ``MAX_PIXELS``, before decoding it."""
+#: EXIF orientation tag -> how to turn the stored pixels upright (numpy, any channels).
+_UPRIGHT = {
+    2: np.fliplr,
+    3: lambda a: np.rot90(a, 2),
+    4: np.flipud,
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.swapaxes(np.rot90(a, 2), 0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+def read_header(path: str | os.PathLike, buffer: np.ndarray) -> int:
+    """Check the declared size before decoding (refusing more than ``MAX_PIXELS``) and return
+    the EXIF orientation (1 = upright)."""
     too_many = f"over the limit of {MAX_PIXELS:,} (a decompression bomb, or not a chest X-ray)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
             with PIL.Image.open(io.BytesIO(buffer.tobytes())) as header:
                 width, height = header.size
+                orientation = int(header.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except PIL.Image.DecompressionBombError as exc:
         raise UnreadableImageError(
             path, f"its header declares too many pixels, {too_many}"
         ) from exc
     except Exception:  # a format PIL does not know, or a broken header: OpenCV decides
-        return
+        return 1
     if width * height > MAX_PIXELS:
         raise UnreadableImageError(
             path, f"its header declares {width:,} x {height:,} pixels, {too_many}"
         )
+    return orientation
+
+
+def png_significant_bits(buffer: np.ndarray) -> int | None:
+    """The grey depth a PNG's ``sBIT`` chunk declares (12 for 12-bit data in 16), if any."""
+    data = buffer.tobytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    offset = 8
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"sBIT":
+            chunk = data[offset + 8 : offset + 8 + length]
+            return max(chunk[:3]) if chunk else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        offset += 12 + length
+    return None
 
 
 def read_gray(path: str | os.PathLike) -> np.ndarray:
@@ -94,17 +140,27 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImageError(path, exc.strerror or str(exc)) from exc
     if buffer.size == 0:
         raise UnreadableImageError(path, "the file is empty (0 bytes)")
-    check_declared_size(path, buffer)
+    if is_dicom(buffer, path):
+        try:
+            return dicom_to_gray(buffer)
+        except DicomError as exc:
+            raise UnreadableImageError(path, str(exc)) from exc
+    orientation = read_header(path, buffer)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise UnreadableImageError(path, f"OpenCV refused it ({exc.err})") from exc
     if image is None:
-        raise UnreadableImageError(path, "not a decodable PNG/JPEG (truncated or another format)")
+        raise UnreadableImageError(
+            path, "not a decodable DICOM/PNG/JPEG/TIFF (truncated or another format)"
+        )
     try:
-        return to_uint8_gray(image)
+        gray = to_uint8_gray(image, png_significant_bits(buffer))
     except ValueError as exc:
         raise UnreadableImageError(path, str(exc)) from exc
+    if orientation in _UPRIGHT:
+        gray = np.ascontiguousarray(_UPRIGHT[orientation](gray))
+    return gray
 
 
 def _check(path: Path) -> tuple[Path, str | None]:

@@ -16,8 +16,9 @@ from pathlib import Path
 from covidxr.data.audit import find_duplicate_groups
 from covidxr.data.classes import resolve_classes
 from covidxr.data.decode import find_unreadable
+from covidxr.data.groups import SOURCE, group_secret, group_values, held_out, merge_groups
 from covidxr.data.layout import DatasetLayout, find_layout
-from covidxr.data.sources import read_sources
+from covidxr.data.manifest import SPLIT_COLUMN, read_manifest
 from covidxr.data.spec import SplitSpec
 from covidxr.data.splits import (
     SPLITS,
@@ -41,7 +42,7 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
     is made without them; a saved split keeps its assignments) and records them in ``dropped``.
     """
     spec = spec or SplitSpec()
-    layout = find_layout(root)
+    layout = load_layout(root, spec)
     if spec.split_file is not None:
         splits = read_split_csv(spec.split_file, layout.root, spec.classes)
         log.info("Reusing the split in %s", spec.split_file)
@@ -69,8 +70,10 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
         kept = [s for s in samples if s.path not in skip]
         if spec.dedup != "off":
             kept = group_duplicates(layout.root, kept, spec.dedup, spec.dedup_threshold)
-        if spec.group_by == "source" or spec.test_sources:
-            splits = source_split(layout, kept, spec)
+        if any(SPLIT_COLUMN in layout.columns.get(s.path, {}) for s in kept):
+            splits = manifest_split(layout, kept)
+        elif spec.group_key is not None:
+            splits = group_split(layout, kept, spec)
         else:
             splits = stratified_split(kept, spec.split_fractions, spec.seed)
     index = DatasetIndex(root=layout.root, classes=spec.classes, splits=splits, dropped=dropped)
@@ -78,26 +81,57 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
     return index
 
 
-def source_split(
+def load_layout(root: str | os.PathLike | None, spec: SplitSpec) -> DatasetLayout:
+    """The images under ``root``: listed by ``spec.manifest``, else found in class folders."""
+    if spec.manifest is not None:
+        return read_manifest(spec.manifest, root)
+    if root is None:
+        raise DatasetError("data.root is not set: point it at the dataset folder.")
+    return find_layout(root)
+
+
+def manifest_split(layout: DatasetLayout, samples: list[Sample]) -> dict[str, list[Sample]]:
+    """The fixed split a manifest's ``split`` column gives (every listed image needs one)."""
+    splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    for sample in samples:
+        split = layout.columns[sample.path].get(SPLIT_COLUMN, "")
+        if split not in splits:
+            raise DatasetError(
+                f"The manifest gives {sample.path} no split while others have one: fill its "
+                "split column (train, val or test) or drop the column."
+            )
+        splits[split].append(sample)
+    log.info("Using the manifest's split column (data.seed and split_fractions do not apply)")
+    return {name: sort_samples(group) for name, group in splits.items()}
+
+
+def group_split(
     layout: DatasetLayout, samples: list[Sample], spec: SplitSpec
 ) -> dict[str, list[Sample]]:
-    """Splits that respect source collections: grouped by source, and/or sources held out."""
-    sources = read_sources(layout, list(spec.classes))
-    if spec.group_by == "source":
-        samples = [dataclasses.replace(s, group=f"source:{sources[s.path]}") for s in samples]
-    if not spec.test_sources:
-        return stratified_split(samples, spec.split_fractions, spec.seed)
-    unknown = sorted(set(spec.test_sources) - set(sources.values()))
+    """Splits that keep each group (patient, site, source) on one side; held-out groups, if any,
+    form the test split."""
+    key = str(spec.group_key)
+    values = group_values(layout, [s.path for s in samples], key)
+    secret = b"" if key == SOURCE else group_secret(layout.root)
+    samples, order_names = merge_groups(samples, values, key, secret)
+    lacking = sum(1 for s in samples if not values.get(s.path))
+    if lacking:
+        log.warning("%d image(s) have no %s value: each is a group of its own", lacking, key)
+    if not spec.held_groups:
+        return stratified_split(samples, spec.split_fractions, spec.seed, order_names)
+    unknown = set(spec.held_groups) - set(values.values())
     if unknown:
+        shown = f"; its sources are {sorted(set(values.values()))}" if key == SOURCE else ""
         raise DatasetError(
-            f"data.test_sources: {unknown} are not sources of {layout.root}; its sources are "
-            f"{sorted(set(sources.values()))}."
+            f"data.test_groups/test_sources: {sorted(unknown)} are not {key} values of any image "
+            f"under {layout.root}{shown}. Check their spelling."
         )
-    held = set(spec.test_sources)
+    test_keys = held_out(samples, values, spec.held_groups)
     train, val = spec.split_fractions[:2]
-    rest = [s for s in samples if sources[s.path] not in held]
-    splits = stratified_split(rest, (train / (train + val), val / (train + val), 0.0), spec.seed)
-    splits["test"] = sort_samples([s for s in samples if sources[s.path] in held])
+    rest = [s for s in samples if s.group_key not in test_keys]
+    fractions = (train / (train + val), val / (train + val), 0.0)
+    splits = stratified_split(rest, fractions, spec.seed, order_names)
+    splits["test"] = sort_samples([s for s in samples if s.group_key in test_keys])
     return splits
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from covidxr.data.classes import KNOWN_CLASSES, normalize_class_name
+from covidxr.data.dicom import DICOM_MAGIC, DICOM_SUFFIXES
 from covidxr.utils.errors import DatasetError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", *DICOM_SUFFIXES})
 KAGGLE_HINT = (
     "Download the COVID-19 Radiography Database from Kaggle "
     "(https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database), unpack it into "
@@ -58,6 +59,8 @@ class DatasetLayout:
 
     root: Path
     classes: dict[str, ClassFolder]
+    #: per image (relative path), the other columns of a label manifest (patient, site, split)
+    columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def layout(self) -> str:
@@ -74,6 +77,21 @@ class DatasetLayout:
     def relative(self, path: Path) -> str:
         """``path`` relative to the dataset folder, as split files record it."""
         return path.relative_to(self.root).as_posix()
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """An image by its suffix, or a DICOM by content (archives often name files by UID, with no
+    extension or a numeric one)."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    if suffix and not suffix[1:].isdigit():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:] == DICOM_MAGIC
+    except OSError:
+        return False
 
 
 def _class_folder(path: Path, aliases: Mapping[str, str | None]) -> ClassFolder | None:
@@ -97,8 +115,9 @@ def _class_folder(path: Path, aliases: Mapping[str, str | None]) -> ClassFolder 
             e.name
             for e in entries
             # a broken link is kept, so that verification names it instead of losing it
-            if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            if not e.name.startswith(".")
             and (e.is_file() or e.is_symlink())
+            and is_image_file(e.path)
         ]
     files = [folder / n for n in sorted(names, key=natural_key)]
     if layout == "flat" and (

@@ -19,7 +19,6 @@ from covidxr.data.classes import resolve_classes
 from covidxr.utils.errors import ConfigError
 
 DEDUP_MODES = ("group", "drop", "off")
-GROUP_BY = ("none", "source")
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -41,8 +40,12 @@ class SplitSpec:
         skip_corrupt: decode every image while indexing and drop (and record) unreadable ones.
         dedup: near-duplicates (pHash) in one split together (``group``), one kept per group
             (``drop``), or ignored (``off``); ``dedup_threshold``: the distance in bits.
-        group_by: ``source`` keeps each source collection (the release's metadata) in one split.
-        test_sources: source collections held out as the test split (leave-sources-out).
+        manifest: a label CSV (``path,label``, more columns) listing the images under the root.
+        group_by: where each image's group comes from, kept in one split: a manifest column
+            (``patient``), a DICOM keyword (``PatientID``, ``InstitutionName``), ``source`` (the
+            release's collections), or ``none``.
+        test_groups: values of ``group_by`` held out whole as the test split (sites, sources).
+        test_sources: the same with ``group_by=source`` (kept from 0.2).
     """
 
     classes: tuple[str, ...] = ("COVID", "Normal")
@@ -55,7 +58,9 @@ class SplitSpec:
     skip_corrupt: bool = False
     dedup: str = "off"
     dedup_threshold: int = DEFAULT_THRESHOLD
+    manifest: str | None = None
     group_by: str = "none"
+    test_groups: tuple[str, ...] = ()
     test_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -77,18 +82,44 @@ class SplitSpec:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"data.{name}={getattr(self, name)}: give true or false.")
         self._choice("dedup", DEDUP_MODES)
-        self._choice("group_by", GROUP_BY)
+        if not isinstance(self.group_by, str) or not self.group_by.strip():
+            raise ConfigError(
+                f"data.group_by={self.group_by!r}: name a manifest column, a DICOM keyword, "
+                "source, or none."
+            )
         if not _is_int(self.dedup_threshold, 0) or self.dedup_threshold > 64:
             raise ConfigError(
                 f"data.dedup_threshold={self.dedup_threshold}: give a pHash distance in bits, an "
                 "integer from 0 to 64 (default 2)."
             )
-        sources = self.test_sources or ()
-        if isinstance(sources, str):
-            sources = (sources,)
-        fix("test_sources", tuple(str(s) for s in sources))
-        if self.split_file is not None:
-            fix("split_file", str(self.split_file))
+        for name in ("test_groups", "test_sources"):
+            values = getattr(self, name) or ()
+            fix(name, tuple(str(v) for v in ((values,) if isinstance(values, str) else values)))
+        if self.test_sources and (self.test_groups or self.group_by not in ("none", "source")):
+            raise ConfigError(
+                "data.test_sources holds out sources: use it with data.group_by=source (or none) "
+                "and no data.test_groups, or use data.test_groups alone."
+            )
+        if self.test_groups and self.group_by == "none":
+            raise ConfigError(
+                f"data.test_groups={list(self.test_groups)} needs data.group_by: the manifest "
+                "column or DICOM keyword they are values of (e.g. data.group_by=site)."
+            )
+        for name in ("split_file", "manifest"):
+            if getattr(self, name) is not None:
+                fix(name, str(getattr(self, name)))
+
+    @property
+    def group_key(self) -> str | None:
+        """Where groups come from, or None when images are only grouped as copies."""
+        if self.test_sources:
+            return "source"
+        return None if self.group_by == "none" else self.group_by
+
+    @property
+    def held_groups(self) -> tuple[str, ...]:
+        """Group values held out as the test split."""
+        return self.test_groups or self.test_sources
 
     def _choice(self, name: str, choices: Sequence[str]) -> None:
         if getattr(self, name) not in choices:
@@ -124,7 +155,7 @@ class SplitSpec:
         if self.split_file is not None:
             return
         if self.split_fractions[1] <= 0 or (
-            test and self.split_fractions[2] <= 0 and not self.test_sources
+            test and self.split_fractions[2] <= 0 and not self.held_groups
         ):
             raise self._fraction_error()
 

@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,13 +130,18 @@ def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
 
 
 def stratified_split(
-    samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    samples: Sequence[Sample],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    order_names: Mapping[str, str] | None = None,
 ) -> dict[str, list[Sample]]:
     """Split each class by ``fractions`` (train, val, test) in a seeded, reproducible order.
 
-    Samples of one group (near-duplicates) land in one split together: groups are ordered by a
-    seeded hash of their name and filled into train, then val, then test, by each class's
-    quota. A sample without a group is a group of its own.
+    Samples of one group (near-duplicates, a patient) land in one split together: groups are
+    ordered by a seeded hash of their name and filled into train, then val, then test, by each
+    class's quota. A sample without a group is a group of its own. ``order_names`` replaces a
+    group's name in that hash (a patient's ID, held in memory, for a pseudonym whose key differs
+    between copies of the data), so the split depends on the data and the seed only.
     """
     members: dict[str, list[Sample]] = {}
     for s in samples:
@@ -147,7 +152,11 @@ def stratified_split(
         by_label.setdefault(label, []).append(group)
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     for label in sorted(by_label):
-        groups = seeded_order(by_label[label], seed)
+        names = order_names or {}
+        groups = sorted(
+            by_label[label],
+            key=lambda g: hashlib.sha1(f"{seed}:{names.get(g, g)}".encode()).hexdigest(),
+        )
         total = sum(len(members[g]) for g in groups)
         bounds = list(itertools.accumulate(split_counts(total, fractions)))
         filled = 0

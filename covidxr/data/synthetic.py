@@ -16,6 +16,7 @@ code path that reads the real data reads these too.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 
 from covidxr.data.classes import KNOWN_CLASSES, resolve_classes
+from covidxr.data.dicom import write_dicom
 from covidxr.data.sources import write_metadata
 from covidxr.utils.errors import DatasetError
 
@@ -176,14 +178,43 @@ def render_phantom(
     return pixels, mask
 
 
-def _write_one(args: tuple[Path, str, int, int, int, int, bool]) -> None:
-    out, name, class_index, index, size, seed, shortcut = args
+#: Made-up hospitals the DICOM phantoms come from (``InstitutionName``).
+SITES = ("North General Hospital", "South Valley Clinic", "East Medical Center")
+MANIFEST_CSV = "labels.csv"
+
+
+def _write_one(args: tuple[Path, str, int, int, int, int, bool, dict | None]) -> None:
+    out, name, class_index, index, size, seed, shortcut, patient = args
     rng = np.random.default_rng([seed, class_index, index])
     image, mask = render_phantom(name, size, rng, shortcut)
-    for folder, pixels in (("images", image), ("masks", mask)):
-        path = out / name / folder / f"{name}-{index + 1}.png"
-        if not cv2.imwrite(str(path), pixels):
-            raise OSError(f"could not write {path}")
+    path = out / name / "masks" / f"{name}-{index + 1}.png"
+    if not cv2.imwrite(str(path), mask):
+        raise OSError(f"could not write {path}")
+    path = out / name / "images" / f"{name}-{index + 1}.{'dcm' if patient else 'png'}"
+    if patient:  # 12 bits stored in 16, with the window that maps them back
+        write_dicom(path, image, bits_stored=12, attributes=patient)
+    elif not cv2.imwrite(str(path), image):
+        raise OSError(f"could not write {path}")
+
+
+def phantom_patients(name: str, per_class: int, seed: int) -> list[dict[str, str]]:
+    """Made-up DICOM patients for one class's phantoms: 2 to 4 X-rays each, at one of ``SITES``
+    (identifiers and dates for privacy tests to look for)."""
+    class_index = KNOWN_CLASSES.index(name)
+    rng = np.random.default_rng([seed, class_index, 7])
+    patients: list[dict[str, str]] = []
+    number = 0
+    while len(patients) < per_class:
+        number += 1
+        person = {
+            "PatientID": f"PID{seed:02d}{class_index}{number:04d}",
+            "PatientName": f"Phantom^{name.split()[0]}{number}",
+            "PatientBirthDate": f"19{40 + number % 50:02d}0{1 + number % 9}15",
+            "InstitutionName": SITES[int(rng.integers(len(SITES)))],
+            "StudyDate": "2020041" + str(number % 10),
+        }
+        patients += [person] * int(rng.integers(2, 5))
+    return patients[:per_class]
 
 
 def generate_phantoms(
@@ -194,9 +225,13 @@ def generate_phantoms(
     seed: int = 0,
     workers: int | None = None,
     shortcut: bool = False,
+    dicom: bool = False,
 ) -> Path:
     """Write ``per_class`` phantoms per class under ``out`` in the current Kaggle layout, with
     their lung masks in ``<Class>/masks/`` (``shortcut``: see ``render_phantom``).
+
+    ``dicom`` writes the images as 12-bit DICOM of made-up patients (2 to 4 X-rays each) at
+    made-up sites, and a ``labels.csv`` manifest (path, label, patient, site) beside them.
 
     Each image has its own generator seeded by (seed, class, index), so a file's content does not
     depend on how many images or classes are generated beside it.
@@ -208,16 +243,30 @@ def generate_phantoms(
         for folder in ("images", "masks"):
             (out / name / folder).mkdir(parents=True, exist_ok=True)
         index = KNOWN_CLASSES.index(name)
-        jobs += [(out, name, index, i, size, seed, shortcut) for i in range(per_class)]
+        patients = phantom_patients(name, per_class, seed) if dicom else [None] * per_class
+        jobs += [(out, name, index, i, size, seed, shortcut, patients[i]) for i in range(per_class)]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(_write_one, jobs))
+    suffix = "dcm" if dicom else "png"
     for name in names:  # two made-up source collections per class, as the release's metadata
-        files = [out / name / "images" / f"{name}-{i + 1}.png" for i in range(per_class)]
+        files = [out / name / "images" / f"{name}-{i + 1}.{suffix}" for i in range(per_class)]
         urls = [f"https://example.org/{name.lower()}-collection-{i % 2}/" for i in range(per_class)]
         write_metadata(out, name, files, urls)
+    if dicom:
+        _write_label_manifest(out, names, per_class, seed)
     manifest = _manifest(per_class, names, size, seed, shortcut)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def _write_label_manifest(out: Path, names: Sequence[str], per_class: int, seed: int) -> None:
+    with (out / MANIFEST_CSV).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "patient", "site"])
+        for name in names:
+            for i, person in enumerate(phantom_patients(name, per_class, seed)):
+                path = f"{name}/images/{name}-{i + 1}.dcm"
+                writer.writerow([path, name, person["PatientID"], person["InstitutionName"]])
 
 
 def _manifest(

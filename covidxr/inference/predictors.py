@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.layout import IMAGE_SUFFIXES, natural_key
+from covidxr.data.layout import is_image_file, natural_key
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import Preprocessing
@@ -58,7 +58,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], skip: Sequence[Path] = ()
         return (
             p.is_file()
             and not p.name.startswith(".")
-            and p.suffix.lower() in IMAGE_SUFFIXES
+            and is_image_file(p)
             and not any(resolved == s or s in resolved.parents for s in skipped)
         )
 

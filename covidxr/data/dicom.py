@@ -1,0 +1,209 @@
+"""DICOM chest X-rays to the 8-bit grey the models use, and header values for grouping.
+
+Pixels go through the display pipeline of DICOM PS3.3 C.11: the modality LUT (rescale slope and
+intercept), then the VOI LUT or else the first window (centre/width), else the modality output's
+full stored range; MONOCHROME1 (white = air) is inverted. Files are recognised by their ``DICM``
+preamble, so a DICOM without an extension is read like any other.
+
+Decoders: uncompressed and RLE Lossless need only pydicom; JPEG Baseline/Extended and JPEG 2000
+decode with Pillow (a dependency); JPEG Lossless (process 14, common in CR/DX archives) and
+JPEG-LS need ``pylibjpeg-libjpeg`` (GPLv3, so optional: ``pip install covidxr[dicom]``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+#: A DICOM Part 10 file: a 128-byte preamble, then these four bytes.
+DICOM_MAGIC = b"DICM"
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+
+
+class DicomError(ValueError):
+    """A DICOM file that cannot become one grey image; the message says why."""
+
+
+def is_dicom(buffer: bytes | np.ndarray, path: str | os.PathLike = "") -> bool:
+    """True for a DICOM Part 10 file (by content), or a ``.dcm`` file without the preamble."""
+    head = bytes(buffer[128:132])
+    return head == DICOM_MAGIC or os.path.splitext(str(path))[1].lower() in DICOM_SUFFIXES
+
+
+def _dataset(source: bytes | np.ndarray | str | os.PathLike, stop_before_pixels=False, tags=None):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not isinstance(source, str | os.PathLike):
+        source = io.BytesIO(bytes(source))
+    try:
+        return pydicom.dcmread(
+            source,
+            force=True,
+            stop_before_pixels=stop_before_pixels,
+            specific_tags=tags,
+        )
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise DicomError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 windowing to 0..1 (LINEAR, LINEAR_EXACT or SIGMOID)."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if width < 1:
+        raise DicomError(f"its window width {width} is below 1")
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def _first(value) -> float:
+    """The first of a multi-valued element (several windows may be offered)."""
+    from pydicom.multival import MultiValue
+
+    return float(value[0] if isinstance(value, MultiValue | Sequence) else value)
+
+
+def _stored_range(ds) -> tuple[float, float]:
+    """The modality output's range for the stored bits: what full scale means without a window."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
+    low, high = (
+        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        if ds.get("PixelRepresentation", 0)
+        else (
+            0,
+            2**bits - 1,
+        )
+    )
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0))
+    ends = sorted((low * slope + intercept, high * slope + intercept))
+    return ends[0], ends[1]
+
+
+def _pixels(ds) -> np.ndarray:
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    try:
+        return ds.pixel_array
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        name = getattr(syntax, "name", syntax) or "unknown"
+        raise DicomError(
+            f"its transfer syntax {name} cannot be decoded here; JPEG Lossless and JPEG-LS need "
+            "`pip install covidxr[dicom]` (pylibjpeg-libjpeg)"
+        ) from exc
+    except (ValueError, AttributeError, EOFError) as exc:
+        raise DicomError(f"its pixel data is damaged or truncated ({exc})") from exc
+
+
+def dicom_to_gray(buffer: bytes | np.ndarray) -> np.ndarray:
+    """Decode a DICOM file's bytes to HxW uint8 grey, or raise ``DicomError`` saying why."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = _dataset(buffer)
+    if "PixelData" not in ds:
+        kinds = "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+        raise DicomError(
+            "it holds float pixel data, not an X-ray image" if kinds else "it has no pixel data"
+        )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DicomError(f"it is multi-frame ({frames} frames); export the X-ray as one frame")
+    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if samples != 1 or not photometric.startswith("MONOCHROME"):
+        raise DicomError(
+            f"it is a colour image ({photometric}, {samples} samples per pixel), not a grey X-ray"
+        )
+    values = apply_modality_lut(_pixels(ds), ds).astype(np.float64)
+    if "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds, index=0).astype(np.float64)
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        scaled = values / float(2 ** int(descriptor[2]) - 1)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
+        scaled = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+    else:
+        low, high = _stored_range(ds)
+        scaled = (values - low) / max(high - low, 1e-12)
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def header_value(path: str | os.PathLike, keyword: str) -> str:
+    """One header value as text (``PatientID``, ``InstitutionName``); pixels are never read, so
+    indexing thousands of files stays fast."""
+    from pydicom.datadict import tag_for_keyword
+
+    ds = _dataset(path, stop_before_pixels=True, tags=[tag_for_keyword(keyword)])
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def is_dicom_keyword(name: str) -> bool:
+    """True when ``name`` is a DICOM attribute keyword (``PatientID``, ``Manufacturer``)."""
+    from pydicom.datadict import tag_for_keyword
+
+    return tag_for_keyword(name) is not None
+
+
+def write_dicom(
+    path: str | os.PathLike,
+    gray: np.ndarray,
+    *,
+    bits_stored: int = 8,
+    monochrome1: bool = False,
+    rescale: tuple[float, float] | None = None,
+    attributes: dict[str, str] | None = None,
+    compress: str | None = None,
+) -> None:
+    """Write 8-bit grey pixels as a DX DICOM that decodes back to them exactly.
+
+    ``bits_stored`` > 8 stores ``gray << (bits_stored - 8)`` in 16 bits, with the window (and,
+    with ``rescale=(slope, intercept)``, the modality LUT) that maps it back; ``monochrome1``
+    stores it inverted; ``compress`` names a transfer syntax (``RLELossless``,
+    ``JPEG2000Lossless``).
+    ``attributes`` are header keywords (``PatientID``, ``InstitutionName``). Synthetic data and
+    tests use it; covidxr never writes patient data.
+    """
+    import pydicom.uid
+    from pydicom.dataset import FileDataset, FileMetaDataset
+
+    shift = bits_stored - 8
+    stored = gray.astype(np.uint16 if bits_stored > 8 else np.uint8) << shift
+    if monochrome1:
+        stored = (2**bits_stored - 1) - stored
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray, presentation
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated = 16 if bits_stored > 8 else 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, 0
+    if shift or rescale:
+        slope, intercept = rescale or (1.0, 0.0)
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
+        # The window that maps slope * stored + intercept back to 0..255 (PS3.3 C.11.2.1.2);
+        # MONOCHROME1 is windowed before it is inverted, so the window starts at its darkest.
+        step = slope * 2**shift
+        darkest = (2**bits_stored - 1) - (255 << shift) if monochrome1 else 0
+        low = slope * darkest + intercept
+        ds.WindowCenter, ds.WindowWidth = f"{low + 255 * step / 2 + 0.5:g}", f"{255 * step + 1:g}"
+    for keyword, value in (attributes or {}).items():
+        setattr(ds, keyword, value)
+    ds.PixelData = stored.tobytes()
+    if compress:
+        ds.compress(getattr(pydicom.uid, compress))
+    ds.save_as(path, enforce_file_format=True)

@@ -1,0 +1,153 @@
+"""Groups that must not straddle a split: patients, sites, scanners, source collections.
+
+``data.group_by`` names where an image's group comes from: a column of the label manifest
+(``patient``, ``site``), a DICOM header keyword (``PatientID``, ``InstitutionName``,
+``Manufacturer``; read without the pixels), or ``source`` (the Kaggle release's collections). An
+image joins the group of its value *and* the near-duplicate group of its copies, so neither a
+patient nor a copied X-ray sits on both sides.
+
+Privacy: values are identifiers. They are used in memory only; a group is recorded (``split.csv``,
+predictions) as ``<key>:<keyed hash>``, with a key kept beside the data (``.covidxr-key``), never in
+the run folder. Source collections are public URLs and stay readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from covidxr.data.dicom import DicomError, header_value, is_dicom_keyword
+from covidxr.data.layout import DatasetLayout
+from covidxr.data.sources import read_sources
+from covidxr.data.splits import Sample
+from covidxr.utils.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
+KEY_FILE = ".covidxr-key"
+KEY_ENV = "COVIDXR_GROUP_KEY"
+SOURCE = "source"
+
+
+def group_values(layout: DatasetLayout, paths: Sequence[str], key: str) -> dict[str, str]:
+    """Each image's value of ``key`` (empty when it has none)."""
+    known = {c for row in layout.columns.values() for c in row}
+    if key.lower() in known:
+        return {p: layout.columns.get(p, {}).get(key.lower(), "") for p in paths}
+    if key == SOURCE:
+        return read_sources(layout, list(layout.classes))
+    if is_dicom_keyword(key):
+        return _header_values(layout.root, paths, key)
+    listed = sorted(known) or "none beyond path, label"
+    where = f"a column of the manifest ({listed}), " if layout.layout == "manifest" else ""
+    raise ConfigError(
+        f"data.group_by={key}: not {where}a DICOM keyword (PatientID, InstitutionName, "
+        "Manufacturer, ...) nor source. Name one of them, or none."
+    )
+
+
+def _header_values(root: Path, paths: Sequence[str], keyword: str) -> dict[str, str]:
+    def read(path: str) -> str:
+        try:
+            return header_value(root / path, keyword)
+        except DicomError:
+            return ""  # not a DICOM (a PNG beside them): alone in its group
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return dict(zip(paths, pool.map(read, paths), strict=True))
+
+
+def group_secret(root: Path) -> bytes:
+    """The key that pseudonymises this dataset's groups: ``$COVIDXR_GROUP_KEY``, else
+    ``<root>/.covidxr-key`` (made on first use), else, for a read-only dataset, one kept in the
+    user's cache (then splits by group differ between machines unless the key is shared)."""
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV].encode()
+    candidates = [
+        root / KEY_FILE,
+        Path.home()
+        / ".cache"
+        / "covidxr"
+        / "group-keys"
+        / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16],
+    ]
+    for index, path in enumerate(candidates):
+        if path.is_file():
+            return path.read_bytes().strip()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "x") as fh:
+                fh.write(secrets.token_hex(32))
+        except FileExistsError:
+            pass  # another process made it first
+        except OSError:
+            continue
+        if index:
+            log.warning(
+                "%s is read-only: the key that pseudonymises its groups is kept in %s; copy it "
+                "there (or set %s) for the same split by group on another machine",
+                root,
+                path,
+                KEY_ENV,
+            )
+        return path.read_bytes().strip()
+    raise DatasetError(f"Cannot store a group key for {root}: set {KEY_ENV} to a secret string.")
+
+
+def pseudonym(value: str, key: str, secret: bytes) -> str:
+    """What a run records for a group value: ``<key>:`` and 16 hex digits of an HMAC-SHA256."""
+    if key == SOURCE:
+        return f"{SOURCE}:{value}"
+    return f"{key}:{hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:16]}"
+
+
+def merge_groups(
+    samples: Sequence[Sample], values: Mapping[str, str], key: str, secret: bytes
+) -> tuple[list[Sample], dict[str, str]]:
+    """Samples regrouped so that images sharing a value or a near-duplicate group share one group
+    (connected components), named by its smallest value's pseudonym; and each such group's value
+    (in memory only: ``stratified_split`` orders groups by it, so the split does not depend on
+    the key)."""
+    parent = list(range(len(samples)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, sample in enumerate(samples):
+        for link in (f"v:{values.get(sample.path, '')}", f"g:{sample.group}"):
+            if link in ("v:", "g:"):
+                continue
+            if link in first:
+                parent[find(i)] = find(first[link])
+            else:
+                first[link] = i
+    names: dict[int, str] = {}
+    for i, sample in enumerate(samples):
+        value = values.get(sample.path, "")
+        if value:
+            root = find(i)
+            names[root] = min(names.get(root, value), value)
+    grouped, order_names = [], {}
+    for i, sample in enumerate(samples):
+        value = names.get(find(i))
+        if value is not None:
+            sample = dataclasses.replace(sample, group=pseudonym(value, key, secret))
+            order_names[sample.group] = f"{key}:{value}"
+        grouped.append(sample)
+    return grouped, order_names
+
+
+def held_out(samples: Iterable[Sample], values: Mapping[str, str], held: Sequence[str]) -> set[str]:
+    """Groups (``group_key``) with any image whose value is in ``held``: tested as a whole."""
+    wanted = set(held)
+    return {s.group_key for s in samples if values.get(s.path, "") in wanted}
