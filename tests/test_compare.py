@@ -50,7 +50,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 def test_report_has_a_row_per_backbone_and_marks_the_failed_jobs(
     sweep: Path, tmp_path: Path
 ) -> None:
-    assert report_cli.main([str(sweep), "--output", str(tmp_path)]) == 0
+    assert report_cli.main([str(sweep), "--output", str(tmp_path), "--wandb"]) == 0
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     by_backbone = {r["backbone"]: r for r in rows}
     assert set(by_backbone) == {"random", "file:resnet50.pth", "inat2021_sup"}
@@ -64,6 +64,15 @@ def test_report_has_a_row_per_backbone_and_marks_the_failed_jobs(
     assert "2 failed" in markdown and "expected a top-level 'state_dict'" in markdown
     assert "**" in markdown  # the best value of each column in bold
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    tests = list(csv.DictReader((tmp_path / "paired_tests.csv").open()))
+    assert {(t["metric"], t["seeds"]) for t in tests} == {
+        (metric, seeds) for metric in ("auroc", "acc") for seeds in ("1", "2", "1 2")
+    }  # each seed's pair, and the two combined
+    combined = [t for t in tests if t["seeds"] == "1 2"]
+    assert all(t["test"] == "paired t over seeds" for t in combined)
+    assert "## Paired tests on shared test images" in markdown
+    (offline,) = (tmp_path / "wandb").glob("offline-run-*")  # the tables and verdicts, in W&B
+    assert list(offline.glob("*.wandb"))
 
 
 def test_report_of_nothing_is_a_clear_error(tmp_path: Path, capsys) -> None:
@@ -218,3 +227,86 @@ def test_report_puts_internal_and_external_side_by_side(tmp_path: Path) -> None:
     assert row["external_acc_mean"] == pytest.approx(61.0)
     markdown = (tmp_path / "report.md").read_text()
     assert "## Internal vs external test" in markdown and "| 95.00 | 61.00 |" in markdown
+
+
+def as_job(run: Path, overrides: list[str], seed: int, data: dict | None = None) -> Path:
+    """Give an in-process run the .hydra files a Hydra job folder has."""
+    (run / ".hydra").mkdir(exist_ok=True)
+    config = {"seed": seed, "backbone": {"key": "random"}, "data": data or {}}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}"]))
+    return run
+
+
+def test_paired_tests_tell_a_stronger_model_apart_and_copies_not(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Phantoms with a learnable marker: a trained model against a barely trained one (p < 0.05,
+    "better"), and two copies of one checkpoint's predictions ("indistinguishable", p = 1)."""
+    import shutil
+
+    from covidxr.cli.train import train
+
+    common = [
+        "experiment=smoke",
+        "data.shortcut=true",
+        "data.per_class=80",
+        "data.batch_size=16",
+        "data.split_fractions=[0.6,0.1,0.3]",
+    ]
+    for name, lr, epochs in (("strong", "1e-3", 6), ("weak", "1e-7", 1)):
+        overrides = [*common, f"optimizer.lr={lr}", f"trainer.max_epochs={epochs}"]
+        train(compose_config("train", overrides, tmp_path / name, data_dir))
+        as_job(tmp_path / name, [f"optimizer.lr={lr}"], 1)
+    shutil.copytree(tmp_path / "strong", tmp_path / "copy", ignore=shutil.ignore_patterns("*.ckpt"))
+    as_job(tmp_path / "copy", ["optimizer.lr=copy"], 1)
+    write_report([tmp_path / n for n in ("strong", "weak", "copy")], tmp_path)
+    tests = list(csv.DictReader((tmp_path / "paired_tests.csv").open()))
+    assert list(tests[0])[:11] == [
+        "setting_a", "setting_b", "metric", "test", "n_images", "difference", "ci_low",
+        "ci_high", "p_value", "p_holm", "verdict",
+    ]  # fmt: skip
+    auroc = {r["setting_b"]: r for r in tests if r["metric"] == "auroc"}
+    best = {r["setting_a"] for r in auroc.values()}
+    assert best <= {"optimizer.lr=1e-3", "optimizer.lr=copy"}
+    weak = auroc["optimizer.lr=1e-7"]
+    assert weak["test"] == "DeLong" and int(weak["n_images"]) == 48
+    assert float(weak["p_holm"]) < 0.05 and weak["verdict"] == "better"
+    assert float(weak["difference"]) > 0 and float(weak["ci_low"]) > 0
+    other_copy = ({"optimizer.lr=1e-3", "optimizer.lr=copy"} - best).pop()
+    assert float(auroc[other_copy]["p_value"]) == 1.0
+    assert auroc[other_copy]["verdict"] == "indistinguishable (p_holm >= 0.05)"
+    acc = [r for r in tests if r["metric"] == "acc"]
+    assert acc and all(r["test"] == "exact McNemar" for r in acc)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Paired tests on shared test images" in markdown
+
+
+def test_cross_validation_folds_report_out_of_fold_and_a_corrected_interval(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    from covidxr.cli.train import train
+
+    for fold in range(2):
+        run = tmp_path / "cv" / str(fold)
+        overrides = ["experiment=smoke", "data.folds=2", f"data.fold={fold}"]
+        metrics = train(compose_config("train", overrides, run, data_dir))
+        as_job(run, [f"data.fold={fold}", "data.folds=2"], 42, {"folds": 2, "fold": fold})
+        oof = list(csv.DictReader((run / "predictions_oof.csv").open()))
+        val = [r for r in csv.DictReader((run / "split.csv").open()) if r["split"] == "val"]
+        assert [r["path"] for r in oof] == [r["path"] for r in val]
+        assert metrics["oof/images"] == len(val) and "oof/auroc" in metrics
+    tests = [
+        r["path"]
+        for r in csv.DictReader((tmp_path / "cv/0/split.csv").open())
+        if r["split"] == "test"
+    ]
+    assert tests == [
+        r["path"]
+        for r in csv.DictReader((tmp_path / "cv/1/split.csv").open())
+        if r["split"] == "test"
+    ]
+    (row,) = write_report([tmp_path / "cv"], tmp_path)
+    assert row["cv_folds"] == 2 and row["runs"] == 2
+    assert row["cv_acc_ci_low"] <= row["cv_acc_mean"] <= row["cv_acc_ci_high"]
+    assert "## Cross-validation" in (tmp_path / "report.md").read_text()

@@ -442,3 +442,65 @@ def test_predict_scores_an_xray_alike_in_every_form_it_ships_in(
         assert p[f"{i}:dicom"] == pytest.approx(p[f"{i}:png"], abs=0.01)
         assert p[f"{i}:png12"] == pytest.approx(p[f"{i}:png"], abs=0.01)
         assert p[f"{i}:exif"] == pytest.approx(p[f"{i}:jpeg"], abs=0.01)
+
+
+def test_ensemble_of_copies_equals_its_member_and_refuses_other_splits(
+    run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    from covidxr.utils.errors import ConfigError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("wandb", "csv", "tensorboard"))
+    single = evaluate(
+        compose_config(
+            "eval", [f"ckpt_path={run / 'checkpoints/best.ckpt'}"], tmp_path / "one", data_dir
+        )
+    )
+    members = f"ensemble=[{run / 'checkpoints/best.ckpt'},{copy}]"
+    metrics = evaluate(compose_config("eval", [members], tmp_path / "ens", data_dir))
+    for key in ("test/acc", "test/auroc", "test/sensitivity"):
+        assert metrics[key] == pytest.approx(single[key], abs=1e-6, nan_ok=True)
+    assert metrics["test/auroc_vs_best_member_p"] == 1.0
+    assert metrics["ensemble/members"] == 2.0
+    assert len(read_rows(tmp_path / "ens" / "ensemble_members.csv")) == 2
+    assert read_rows(tmp_path / "ens" / "predictions_test.csv") == read_rows(
+        run / "predictions_test.csv"
+    )
+    rows = read_rows(copy / "split.csv")
+    moved = next(r for r in rows if r["split"] == "test")
+    moved["split"] = "train"
+    with (copy / "split.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ConfigError, match="tested on other images"):
+        evaluate(compose_config("eval", [members], tmp_path / "bad", data_dir))
+
+
+def test_test_time_views_average_probabilities(
+    run: Path, test_files: list[Path], tmp_path: Path, data_dir: Path
+) -> None:
+    from covidxr.models.tta import resolve_views
+    from covidxr.utils.errors import ConfigError
+
+    predictor = load_predictor(run / "checkpoints/best.ckpt")
+    plain, same, views = tmp_path / "plain.csv", tmp_path / "same.csv", tmp_path / "views.csv"
+    predict_app.predict_files(predictor, test_files, plain)
+    predict_app.predict_files(predictor, test_files, same, tta=resolve_views([[0, 0, 1]]))
+    predict_app.predict_files(predictor, test_files, views, tta=resolve_views("shifts"))
+    assert read_rows(plain) == read_rows(same)
+    p_plain = [float(r["p_COVID"]) for r in read_rows(plain)]
+    p_views = [float(r["p_COVID"]) for r in read_rows(views)]
+    assert p_plain != p_views
+    assert all(
+        float(r["p_COVID"]) + float(r["p_Normal"]) == pytest.approx(1, abs=1e-5)
+        for r in read_rows(views)
+    )
+    ckpt = f"ckpt_path={run / 'checkpoints/best.ckpt'}"
+    metrics = evaluate(compose_config("eval", [ckpt, "tta=shifts"], tmp_path / "e", data_dir))
+    recorded = [float(r["p_COVID"]) for r in read_rows(tmp_path / "e" / "predictions_test.csv")]
+    # eval (normalised) and predict (raw) see the same views, to uint8 rounding
+    assert recorded == pytest.approx(p_views, abs=2e-3)
+    assert 0 <= metrics["test/acc"] <= 1
+    with pytest.raises(ConfigError, match="tta=flips"):
+        resolve_views("flips")

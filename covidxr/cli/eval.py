@@ -7,6 +7,11 @@ The model brings its preprocessing and the checkpoint its data settings (dataset
 split), so the numbers equal the training run's test numbers; ``metrics.json`` lands in this
 eval's run folder. ``external=FOLDER`` also scores every image of another dataset (any layout,
 classes matched by name) as ``external/...`` metrics, beside the internal ones.
+
+    covidxr-eval ensemble=[logs/train/multiruns/<sweep>] ensemble_top_k=3 tta=shifts
+
+``ensemble`` averages the probabilities of several checkpoints tested on one split; ``tta`` the
+probabilities of shifted and scaled views of each image.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from covidxr.data.datamodule import RadiographyDataModule
 from covidxr.inference.gradcam import write_test_cam_grid
 from covidxr.inference.threshold import save_threshold
 from covidxr.models.module import XRayClassifier
+from covidxr.models.tta import resolve_views
 from covidxr.paths import CONF_DIR, METRICS_FILE
+from covidxr.reporting.ensemble import ensemble_members, ensemble_test, shared_test_split
 from covidxr.reporting.run import (
     compare_with_training_run,
     external_test,
@@ -36,12 +43,25 @@ from covidxr.utils.runner import build_trainer, output_dir, task_wrapper
 from covidxr.utils.validate import check_eval
 
 
+def evaluate_ensemble(cfg: DictConfig) -> dict[str, float]:
+    members = ensemble_members(cfg.ensemble, cfg.get("ensemble_top_k"))
+    split_file = cfg.split_file or shared_test_split(members)
+    datamodule = RadiographyDataModule.from_checkpoint(
+        members[0], cfg.data, split_file, output_dir()
+    )
+    datamodule.setup("test")
+    return ensemble_test(members, datamodule, output_dir(), resolve_views(cfg.get("tta")))
+
+
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_eval(cfg)
-    ckpt_path = Path(cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ensemble"):
+        return evaluate_ensemble(cfg)
+    ckpt_path = Path(cfg.ckpt_path)
     model = XRayClassifier.from_checkpoint(ckpt_path)
+    model.tta = resolve_views(cfg.get("tta"))
     datamodule = RadiographyDataModule.from_checkpoint(
         ckpt_path, cfg.data, cfg.split_file, output_dir()
     )
@@ -57,7 +77,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     trainer = build_trainer(cfg)
     metrics = test_and_report(trainer, model, datamodule, None, output_dir())
-    compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
+    if not model.tta:  # views change the numbers on purpose
+        compare_with_training_run(metrics, ckpt_path, strict=cfg.get("strict", False))
     extra: dict[str, float] = {}
     if cfg.get("cam_samples"):
         grid, energy = write_test_cam_grid(

@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 
 from covidxr.cli import register_configs
 from covidxr.data.decode import read_gray
 from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs, load_predictor
+from covidxr.models.tta import View, averaged, resolve_views
 from covidxr.paths import CONF_DIR
 from covidxr.utils.errors import ConfigError, report_user_errors
 from covidxr.utils.io import atomic_write, check_new_output
@@ -48,8 +50,10 @@ def predict_files(
     batch_size: int = 32,
     num_workers: int = 0,
     cam_dir: Path | None = None,
+    tta: Sequence[View] = (),
 ) -> int:
-    """Write one CSV row per file; returns how many files could not be read."""
+    """Write one CSV row per file; returns how many files could not be read. ``tta``: the mean
+    probabilities over these views of each image."""
     prep = predictor.preprocessing
     columns = ["path", "predicted", *[f"p_{name}" for name in prep.class_names], "error"]
     overlays = cam_paths(files, cam_dir) if cam_dir is not None else []
@@ -59,7 +63,7 @@ def predict_files(
         writer.writerow(columns)
         task = progress.add_task("Predicting", total=len(files))
         for images, indices, errors in batches(files, prep.image_size, batch_size, num_workers):
-            probs = predictor(images)
+            probs = averaged(images, tta, lambda x: torch.as_tensor(predictor(x))).numpy()
             labels = prep.decide(probs, threshold)
             for row, (index, error) in enumerate(zip(indices, errors, strict=True)):
                 if error:
@@ -120,7 +124,14 @@ def main(cfg: DictConfig) -> None:
     output, cam_dir, files = inputs_and_outputs(cfg)
     predictor = load_predictor(cfg.ckpt_path, cfg.device)
     failed = predict_files(
-        predictor, files, output, cfg.threshold, cfg.batch_size, cfg.num_workers, cam_dir
+        predictor,
+        files,
+        output,
+        cfg.threshold,
+        cfg.batch_size,
+        cfg.num_workers,
+        cam_dir,
+        resolve_views(cfg.get("tta")),
     )
     log.info("Wrote %d predictions to %s (%d unreadable)", len(files), output, failed)
     print(f"{len(files) - failed} of {len(files)} images scored: {output}")

@@ -7,6 +7,7 @@ covidxr-report runA runB --output reports/ --stage val
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,10 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="two settings (as the table names them): their paired difference over shared seeds",
     )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables, p-values and verdicts as a W&B run in the sweep's group",
+    )
     args = parser.parse_args(argv)
     output = args.output or args.folders[0]
     try:
-        rows = write_report(args.folders, output, args.stage)
+        rows = write_report(args.folders, output, args.stage, args.wandb)
     except FileNotFoundError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -71,7 +77,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"95% interval [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}]",
                 highlight=False,
             )
-    console.print(f"Wrote {output / 'report.md'}, report.csv and report.png", highlight=False)
+    tests_file = output / "paired_tests.csv"
+    if tests_file.is_file():
+        paired = Table(title="Paired tests against the best setting (Holm-adjusted)")
+        for column in ("a", "b", "metric", "seeds", "a - b", "p_holm", "verdict"):
+            paired.add_column(column, overflow="fold")
+        with tests_file.open(newline="") as fh:
+            for t in csv.DictReader(fh):
+                paired.add_row(
+                    t["setting_a"],
+                    t["setting_b"],
+                    f"{t['metric']} ({t['stage']})",
+                    t["seeds"],
+                    f"{float(t['difference']):+.4f}",
+                    f"{float(t['p_holm']):.3g}",
+                    t["verdict"],
+                )
+        console.print(paired)
+    written = "report.md, report.csv, report.png" + (
+        ", paired_tests.csv" if tests_file.is_file() else ""
+    )
+    console.print(f"Wrote {written} to {output}", highlight=False)
     return 0
 
 

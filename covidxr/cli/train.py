@@ -24,7 +24,7 @@ from covidxr.data.spec import SplitSpec
 from covidxr.models.callbacks import PREEMPTED_EXIT
 from covidxr.models.preprocessing import check_positive_class
 from covidxr.paths import CONF_DIR, METRICS_FILE, checkpoint_run_dir
-from covidxr.reporting.run import test_and_report
+from covidxr.reporting.run import out_of_fold, test_and_report
 from covidxr.utils.errors import report_user_errors
 from covidxr.utils.io import check_checkpoint, read_json
 from covidxr.utils.runner import (
@@ -130,6 +130,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not best:
         log.warning("No best checkpoint was saved: testing the current weights.")
+    if datamodule.spec.folds is not None:  # cross-validation: score the held-out fold too
+        fit_metrics |= out_of_fold(trainer, model, datamodule, best or None, output_dir())
     return test_and_report(trainer, model, datamodule, best or None, output_dir(), fit_metrics)
 
 

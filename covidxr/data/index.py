@@ -24,6 +24,7 @@ from covidxr.data.splits import (
     SPLITS,
     DatasetIndex,
     Sample,
+    kfold_split,
     read_split_csv,
     select_files,
     sort_samples,
@@ -64,6 +65,7 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
         for path, reason in dropped:
             log.warning("Skipping unreadable image %s: %s", layout.root / path, reason)
     skip = {p for p, _ in dropped}
+    order_names: dict[str, str] = {}
     if spec.split_file is not None:
         splits = {name: [s for s in group if s.path not in skip] for name, group in splits.items()}
     else:
@@ -73,9 +75,14 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
         if any(SPLIT_COLUMN in layout.columns.get(s.path, {}) for s in kept):
             splits = manifest_split(layout, kept)
         elif spec.group_key is not None:
-            splits = group_split(layout, kept, spec)
+            splits, order_names = group_split(layout, kept, spec)
         else:
             splits = stratified_split(kept, spec.split_fractions, spec.seed)
+        if spec.folds is not None:
+            pool = splits["train"] + splits["val"]
+            splits["train"], splits["val"] = kfold_split(
+                pool, spec.folds, spec.fold, spec.seed, order_names
+            )
     index = DatasetIndex(root=layout.root, classes=spec.classes, splits=splits, dropped=dropped)
     log.info("Dataset %s (%s layout): %s", layout.root, layout.layout, index.describe())
     return index
@@ -107,9 +114,9 @@ def manifest_split(layout: DatasetLayout, samples: list[Sample]) -> dict[str, li
 
 def group_split(
     layout: DatasetLayout, samples: list[Sample], spec: SplitSpec
-) -> dict[str, list[Sample]]:
+) -> tuple[dict[str, list[Sample]], dict[str, str]]:
     """Splits that keep each group (patient, site, source) on one side; held-out groups, if any,
-    form the test split."""
+    form the test split. Also each group's ordering name (in memory; see ``merge_groups``)."""
     key = str(spec.group_key)
     values = group_values(layout, [s.path for s in samples], key)
     secret = b"" if key == SOURCE else group_secret(layout.root)
@@ -118,7 +125,7 @@ def group_split(
     if lacking:
         log.warning("%d image(s) have no %s value: each is a group of its own", lacking, key)
     if not spec.held_groups:
-        return stratified_split(samples, spec.split_fractions, spec.seed, order_names)
+        return stratified_split(samples, spec.split_fractions, spec.seed, order_names), order_names
     unknown = set(spec.held_groups) - set(values.values())
     if unknown:
         shown = f"; its sources are {sorted(set(values.values()))}" if key == SOURCE else ""
@@ -132,7 +139,7 @@ def group_split(
     fractions = (train / (train + val), val / (train + val), 0.0)
     splits = stratified_split(rest, fractions, spec.seed, order_names)
     splits["test"] = sort_samples([s for s in samples if s.group_key in test_keys])
-    return splits
+    return splits, order_names
 
 
 def group_duplicates(root: Path, samples: list[Sample], mode: str, threshold: int) -> list[Sample]:

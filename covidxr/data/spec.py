@@ -46,6 +46,9 @@ class SplitSpec:
             release's collections), or ``none``.
         test_groups: values of ``group_by`` held out whole as the test split (sites, sources).
         test_sources: the same with ``group_by=source`` (kept from 0.2).
+        folds: cross-validation: the train+val pool in this many folds (stratified, grouped);
+            ``fold`` is the validation fold, the others train; the test split is the same for
+            every fold.
     """
 
     classes: tuple[str, ...] = ("COVID", "Normal")
@@ -62,6 +65,8 @@ class SplitSpec:
     group_by: str = "none"
     test_groups: tuple[str, ...] = ()
     test_sources: tuple[str, ...] = ()
+    folds: int | None = None
+    fold: int = 0
 
     def __post_init__(self) -> None:
         def fix(name: str, value: Any) -> None:
@@ -104,6 +109,16 @@ class SplitSpec:
             raise ConfigError(
                 f"data.test_groups={list(self.test_groups)} needs data.group_by: the manifest "
                 "column or DICOM keyword they are values of (e.g. data.group_by=site)."
+            )
+        if self.folds is not None and not _is_int(self.folds, 2):
+            raise ConfigError(
+                f"data.folds={self.folds}: give an integer >= 2 (e.g. 5), or null for one split."
+            )
+        limit = self.folds or 1
+        if not _is_int(self.fold, 0) or self.fold >= limit:
+            raise ConfigError(
+                f"data.fold={self.fold}: give an integer from 0 to {limit - 1} (data.folds="
+                f"{self.folds})."
             )
         for name in ("split_file", "manifest"):
             if getattr(self, name) is not None:

@@ -169,6 +169,35 @@ def stratified_split(
     return splits
 
 
+def kfold_split(
+    pool: Sequence[Sample],
+    folds: int,
+    fold: int,
+    seed: int,
+    order_names: Mapping[str, str] | None = None,
+) -> tuple[list[Sample], list[Sample]]:
+    """``(train, val)`` for fold ``fold`` of ``folds``: stratified by class and grouped (a group,
+    near-duplicates or a patient, lies in one fold). Groups go, in the seeded order
+    ``stratified_split`` uses, to the fold with the fewest images of their class so far."""
+    members: dict[str, list[Sample]] = {}
+    for s in pool:
+        members.setdefault(s.group_key, []).append(s)
+    names = order_names or {}
+    ordered = sorted(
+        members, key=lambda g: hashlib.sha1(f"{seed}:{names.get(g, g)}".encode()).hexdigest()
+    )
+    counts: dict[int, list[int]] = {}
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for group in ordered:
+        label = Counter(s.label for s in members[group]).most_common(1)[0][0]
+        filled = counts.setdefault(label, [0] * folds)
+        target = filled.index(min(filled))
+        filled[target] += len(members[group])
+        (val if target == fold else train).extend(members[group])
+    return sort_samples(train), sort_samples(val)
+
+
 def sort_samples(samples: list[Sample]) -> list[Sample]:
     """Dataset order: by label, then by path in natural order (in place)."""
     samples.sort(key=lambda s: (s.label, natural_key(s.path)))

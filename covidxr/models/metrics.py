@@ -126,3 +126,18 @@ def mark_undefined(
             defined = per_class[~per_class.isnan()]
             values[f"{stage}/{metric}"] = defined.mean() if len(defined) else nan
     return values
+
+
+def point_metrics(
+    probs: torch.Tensor, target: torch.Tensor, class_names: Sequence[str], positive: int, stage: str
+) -> dict[str, float]:
+    """Every metric of a whole split at once, as the module logs them (NaN where undefined): for
+    probabilities that no single module produced (an ensemble's mean)."""
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    metrics = build_metrics(class_names)
+    metrics.update(*metric_inputs(probs, target, positive))
+    values = {f"{stage}/{k}": v for k, v in metrics.compute().items()}
+    confusion = MulticlassConfusionMatrix(len(class_names))(probs.argmax(dim=1), target)
+    values = mark_undefined(values, stage, confusion, class_names, positive)
+    return {k: float(v) for k, v in sorted(values.items())}

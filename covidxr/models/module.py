@@ -24,6 +24,7 @@ from covidxr.models.heads import build_head
 from covidxr.models.metrics import build_metrics, mark_undefined, metric_inputs
 from covidxr.models.predictions import Predictions, PredictionStore
 from covidxr.models.preprocessing import THRESHOLD_KEY, Preprocessing, positive_index
+from covidxr.models.tta import View, averaged
 from covidxr.utils.compat import attached_trainer
 from covidxr.utils.config import to_builtin
 from covidxr.utils.errors import CheckpointError, ConfigError
@@ -136,6 +137,8 @@ class XRayClassifier(LightningModule):
         self.confusion_matrices: dict[str, torch.Tensor] = {}
         #: chosen on validation by ``covidxr-eval target_sensitivity=...``, kept in the checkpoint.
         self.decision_threshold: float | None = None
+        #: test-time views (``covidxr-eval tta=shifts``): test probabilities are their mean
+        self.tta: tuple[View, ...] = ()
         self._restored_acc_best: float | None = None
 
     @classmethod
@@ -223,6 +226,9 @@ class XRayClassifier(LightningModule):
             label_smoothing=self.hparams.label_smoothing,
         )
         probs = logits.detach().float().softmax(dim=1)
+        if stage == "test" and self.tta:
+            with torch.no_grad():
+                probs = self.probabilities(images)
         key = f"{stage}_"
         self.losses[key].update(loss.detach(), weight=target.numel())
         self.metrics[key].update(*metric_inputs(probs, target, self.positive))
@@ -248,7 +254,16 @@ class XRayClassifier(LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities of a (normalised) batch, with or without labels."""
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(images).float().softmax(dim=1)
+        return self.probabilities(images)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of a normalised batch, averaged over the test-time views
+        (``self.tta``; none by default)."""
+        if not self.tta:
+            return self(images).float().softmax(dim=1)
+        black = self.normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8, device=images.device))
+        fill = black.flatten().tolist()  # views uncover black film, as on the raw image
+        return averaged(images, self.tta, lambda x: self(x).float().softmax(dim=1), fill)
 
     def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         key = f"{stage}_"

@@ -14,13 +14,23 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import scipy.stats
 
 from covidxr.paths import FAILED_FILE, METRICS_FILE
+from covidxr.reporting.paired import (
+    PAIRED_COLUMNS,
+    PairedResult,
+    Record,
+    compare_records,
+    holm,
+    over_seeds,
+    read_record,
+    verdict,
+)
 from covidxr.utils.errors import MissingFileError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write
@@ -59,6 +69,11 @@ class Job:
             key = f"file:{Path(str(backbone['path'])).name}"
         return key
 
+    @property
+    def cv_fold(self) -> bool:
+        """A fold of a cross-validation (``data.folds`` set)."""
+        return bool((self.config.get("data") or {}).get("folds"))
+
     def override(self, key: str) -> str | None:
         for item in self.overrides:
             name, _, value = item.lstrip("+~").partition("=")
@@ -94,7 +109,7 @@ def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
     return jobs
 
 
-IGNORED_KEYS = ("seed", "hydra.", "data.ci_seed", "model.ci_seed")
+IGNORED_KEYS = ("seed", "hydra.", "data.ci_seed", "model.ci_seed", "data.fold=")
 
 
 def varied_keys(jobs: Sequence[Job]) -> list[str]:
@@ -127,6 +142,11 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def defined(values: Iterable[float | None]) -> list[float]:
+    """Percentages of the runs where a metric is defined (an undefined one, NaN, is no 0)."""
+    return [100 * v for v in values if v is not None and not math.isnan(v)]
+
+
 def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object]]:
     """One row per setting: mean, std and 95% interval (%) of each metric over its jobs.
 
@@ -148,11 +168,7 @@ def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object
             "seeds": " ".join(str(j.seed) for j in done),
         }
         for metric in REPORT_METRICS:
-            values = [
-                100 * j.metrics[f"{stage}/{metric}"]
-                for j in done
-                if f"{stage}/{metric}" in j.metrics
-            ]
+            values = defined(j.metrics.get(f"{stage}/{metric}") for j in done)
             mean, low, high = mean_interval(values)
             if len(done) == 1 and f"{stage}/{metric}_ci_low" in done[0].metrics:
                 low = 100 * done[0].metrics[f"{stage}/{metric}_ci_low"]
@@ -162,15 +178,68 @@ def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object
                 statistics.stdev(values) if len(values) > 1 else 0.0 if values else math.nan
             )
             row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
-            external = [
-                100 * j.metrics[f"external/{metric}"]
-                for j in done
-                if f"external/{metric}" in j.metrics
-            ]
+            external = defined(j.metrics.get(f"external/{metric}") for j in done)
             row[f"external_{metric}_mean"] = statistics.fmean(external) if external else math.nan
             row[f"paper_{metric}"] = PAPER_RESULTS.get(backbone, {}).get(metric, math.nan)
+        row |= cross_validation(done)
         rows.append(row)
     return rows
+
+
+def corrected_interval(
+    values: Sequence[float], test_size: float, train_size: float
+) -> tuple[float, float, float]:
+    """Mean over folds and the Nadeau-Bengio corrected resampled t-interval (95%): the variance
+    over folds scaled by 1/K + n_val/n_train, because folds share their training images."""
+    mean = statistics.fmean(values) if values else math.nan
+    if len(values) < 2 or train_size <= 0:
+        return mean, math.nan, math.nan
+    variance = (1 / len(values) + test_size / train_size) * statistics.variance(values)
+    half = float(scipy.stats.t.ppf(0.975, len(values) - 1)) * math.sqrt(variance)
+    return mean, mean - half, mean + half
+
+
+def cross_validation(jobs: Sequence[Job]) -> dict[str, object]:
+    """``cv_<metric>_mean/_ci_low/_ci_high`` (%) over the folds of a setting, per seed pooled."""
+    folds = [j for j in jobs if j.metrics and "oof/images" in j.metrics]
+    row: dict[str, object] = {"cv_folds": len(folds)}
+    for metric in REPORT_METRICS:
+        values = defined(j.metrics.get(f"oof/{metric}") for j in folds)
+        test = statistics.fmean(j.metrics["oof/images"] for j in folds) if folds else 0.0
+        train = statistics.fmean(j.metrics["oof/train_images"] for j in folds) if folds else 0.0
+        mean, low, high = corrected_interval(values, test, train)
+        row[f"cv_{metric}_mean"], row[f"cv_{metric}_ci_low"], row[f"cv_{metric}_ci_high"] = (
+            mean,
+            low,
+            high,
+        )
+    return row
+
+
+def table_header(columns: Sequence[str]) -> list[str]:
+    """A markdown table's first two lines."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def cv_markdown(rows: Sequence[Mapping]) -> list[str]:
+    folded = [r for r in rows if int(r.get("cv_folds", 0) or 0) > 1]
+    if not folded:
+        return []
+    lines = [
+        "## Cross-validation (out-of-fold validation, %)",
+        "",
+        "Mean over folds [95% Nadeau-Bengio corrected resampled t-interval: the variance over "
+        "folds times 1/K + n_val/n_train]. The test split is the same for every fold.",
+        "",
+        *table_header(["setting", "folds", *REPORT_METRICS]),
+    ]
+    for r in folded:
+        cells = []
+        for m in REPORT_METRICS:
+            mean, low, high = (float(r[f"cv_{m}_{k}"]) for k in ("mean", "ci_low", "ci_high"))
+            cells.append("–" if math.isnan(mean) else f"{mean:.2f} [{low:.1f}, {high:.1f}]")
+        lines.append(f"| {r['setting']} | {r['cv_folds']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def paired_difference(
@@ -190,6 +259,121 @@ def paired_difference(
     diffs = [a[seed] - b[seed] for seed in sorted(set(a) & set(b), key=str)]
     mean, low, high = mean_interval(diffs)
     return {"mean": mean, "ci_low": low, "ci_high": high, "pairs": len(diffs)}
+
+
+PAIRED_METRICS = ("auroc", "acc")
+
+
+def _records(jobs: Sequence[Job], stage: str) -> dict[str, dict[object, Record]]:
+    """Each setting's prediction records by seed (runs that wrote ``predictions_<stage>.csv``)."""
+    keys = varied_keys(jobs)
+    found: dict[str, dict[object, Record]] = {}
+    for job in jobs:
+        path = job.path / f"predictions_{stage}.csv"
+        if job.metrics is not None and path.is_file():
+            fold = (job.config.get("data") or {}).get("fold") if job.cv_fold else None
+            label = job.seed if fold is None else f"{job.seed}/fold{fold}"
+            found.setdefault(setting_of(job, keys), {})[label] = read_record(path)
+    return found
+
+
+def _paired_row(a: str, b: str, metric: str, result: PairedResult, seeds: str) -> dict:
+    return {
+        "setting_a": a,
+        "setting_b": b,
+        "metric": metric,
+        "test": result.test,
+        "n_images": result.n_images,
+        "difference": result.difference,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "p_value": result.p_value,
+        "p_holm": math.nan,
+        "verdict": "",
+        "seeds": seeds,
+    }
+
+
+def paired_tests(jobs: Sequence[Job], rows: Sequence[Mapping], stage: str = "test") -> list[dict]:
+    """Every setting against the best one (per metric), image by image on shared test images.
+
+    One row per seed both ran on the same images (DeLong for AUROC, exact McNemar for
+    accuracy); with two or more such seeds, a combined row (paired t over seeds). Holm adjusts
+    the p-values of each family: the settings compared with the best, per metric and per seed
+    (or combined). Verdicts read the adjusted p.
+    """
+    records = _records(jobs, stage)
+    out: list[dict] = []
+    for metric in PAIRED_METRICS:
+        ranked = [
+            r
+            for r in rows
+            if str(r["setting"]) in records and not math.isnan(float(r[f"{metric}_mean"]))
+        ]
+        if len(ranked) < 2:
+            continue
+        best = str(max(ranked, key=lambda r: float(r[f"{metric}_mean"]))["setting"])
+        families: dict[str, list[dict]] = {}
+        for row in ranked:
+            other = str(row["setting"])
+            if other == best:
+                continue
+            shared = sorted((seed for seed in records[best] if seed in records[other]), key=str)
+            shared = [s for s in shared if records[best][s].paths == records[other][s].paths]
+            results = [
+                (s, compare_records(records[best][s], records[other][s], metric)) for s in shared
+            ]
+            for seed, result in results:
+                families.setdefault(f"seed {seed}", []).append(
+                    _paired_row(best, other, metric, result, str(seed))
+                )
+            if len(results) > 1:
+                combined = over_seeds([r.difference for _, r in results])
+                combined = PairedResult(
+                    combined.test,
+                    results[0][1].n_images,
+                    combined.difference,
+                    combined.ci_low,
+                    combined.ci_high,
+                    combined.p_value,
+                )
+                seeds = " ".join(str(s) for s, _ in results)
+                families.setdefault("combined", []).append(
+                    _paired_row(best, other, metric, combined, seeds)
+                )
+        for family in families.values():
+            for row, adjusted in zip(family, holm([r["p_value"] for r in family]), strict=True):
+                row["p_holm"] = adjusted
+                row["verdict"] = verdict(row["difference"], adjusted)
+            out.extend(family)
+    return out
+
+
+def paired_markdown(tests: Sequence[Mapping], stage: str) -> list[str]:
+    if not tests:
+        return []
+    lines = [
+        f"## Paired tests on shared {stage} images (against the best setting)",
+        "",
+        "AUROC: DeLong; accuracy: exact McNemar; per seed on the images both runs scored, and "
+        "combined over seeds (paired t). p_holm: Holm-adjusted over the settings compared. "
+        "Differences are a - b in the metric's units (0-1).",
+        "",
+        "| a | b | metric | test | seeds | images | a - b | 95% interval | p | p_holm | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def number(value: float, fmt: str) -> str:
+        return "n/a" if math.isnan(value) else format(value, fmt)
+
+    for t in tests:
+        interval = f"[{number(t['ci_low'], '+.4f')}, {number(t['ci_high'], '+.4f')}]"
+        lines.append(
+            f"| {t['setting_a']} | {t['setting_b']} | {t['metric']} | {t['test']} | "
+            f"{t['seeds']} | {t['n_images']} | {number(t['difference'], '+.4f')} | {interval} | "
+            f"{number(t['p_value'], '.4g')} | {number(t['p_holm'], '.4g')} | {t['verdict']} |"
+        )
+    return [*lines, ""]
 
 
 def shortcut_check(rows: Sequence[Mapping], jobs: Sequence[Job]) -> list[str]:
@@ -251,7 +435,9 @@ def _cell(row: Mapping, metric: str, bold: bool) -> str:
     return f"**{text}**" if bold else text
 
 
-def report_markdown(rows: list[dict], jobs: Sequence[Job], stage: str) -> str:
+def report_markdown(
+    rows: list[dict], jobs: Sequence[Job], stage: str, tests: Sequence[Mapping] = ()
+) -> str:
     best = {
         m: max((r[f"{m}_mean"] for r in rows if not math.isnan(r[f"{m}_mean"])), default=None)
         for m in REPORT_METRICS
@@ -263,8 +449,7 @@ def report_markdown(rows: list[dict], jobs: Sequence[Job], stage: str) -> str:
         "Each cell: mean (± std over seeds) [95% interval: over test images for one run, of the "
         "mean over seeds for several].",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *table_header(header),
     ]
     for r in rows:
         runs = f"{r['runs']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
@@ -315,6 +500,9 @@ def report_markdown(rows: list[dict], jobs: Sequence[Job], stage: str) -> str:
                     f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {verdict} |"
                 )
             lines.append("")
+    lines += cv_markdown(rows)
+    lines += paired_markdown([t for t in tests if t.get("stage", stage) == stage], stage)
+    lines += paired_markdown([t for t in tests if t.get("stage") == "external"], "external")
     lines += shortcut_check(rows, jobs)
     failed = [j for j in jobs if j.status != "ok"]
     if failed:
@@ -337,16 +525,17 @@ def plot_report(
         for k, metric in enumerate(metrics):
             xs = [i + k * width for i in range(len(rows))]
             means = [r[f"{metric}_mean"] for r in rows]
+            # a bootstrap interval need not hold the point estimate: clip, never a negative bar
             below = [
                 0
                 if math.isnan(r[f"{metric}_ci_low"])
-                else r[f"{metric}_mean"] - r[f"{metric}_ci_low"]
+                else max(0.0, r[f"{metric}_mean"] - r[f"{metric}_ci_low"])
                 for r in rows
             ]
             above = [
                 0
                 if math.isnan(r[f"{metric}_ci_high"])
-                else r[f"{metric}_ci_high"] - r[f"{metric}_mean"]
+                else max(0.0, r[f"{metric}_ci_high"] - r[f"{metric}_mean"])
                 for r in rows
             ]
             ax.bar(xs, means, width, yerr=[below, above], capsize=3, label=metric)
@@ -368,21 +557,40 @@ def plot_report(
 
 
 def write_report(
-    folders: Sequence[str | os.PathLike], output: str | os.PathLike, stage: str = "test"
+    folders: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    stage: str = "test",
+    wandb: bool = False,
 ) -> list[dict]:
-    """Write ``report.md``, ``report.csv`` and ``report.png`` for the jobs in ``folders``."""
+    """Write ``report.md``, ``report.csv``, ``report.png`` and ``paired_tests.csv`` for the jobs
+    in ``folders``; ``wandb``: also as a W&B run in the jobs' group."""
     jobs = find_jobs(folders)
     if not jobs:
         raise MissingFileError(
             f"No run folders (with .hydra/config.yaml) under {list(map(str, folders))}."
         )
     rows = summarize(jobs, stage)
+    tests = [t | {"stage": stage} for t in paired_tests(jobs, rows, stage)]
+    external_rows = [
+        {**r, **{f"{m}_mean": r[f"external_{m}_mean"] for m in PAIRED_METRICS}} for r in rows
+    ]
+    tests += [t | {"stage": "external"} for t in paired_tests(jobs, external_rows, "external")]
     output = Path(output)
     with atomic_write(output / "report.md") as fh:
-        fh.write(report_markdown(rows, jobs, stage))
+        fh.write(report_markdown(rows, jobs, stage, tests))
+    if tests:
+        with atomic_write(output / "paired_tests.csv") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[*PAIRED_COLUMNS, "stage"])
+            writer.writeheader()
+            writer.writerows(tests)
     with atomic_write(output / "report.csv") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     plot_report(rows, output / "report.png")
+    if wandb:
+        from covidxr.reporting.wandb_plots import log_report
+
+        settings = (jobs[0].config.get("logger") or {}).get("wandb") or {}
+        log_report(rows, tests, output, settings.get("group"), settings.get("project", "covidxr"))
     return rows

@@ -218,6 +218,31 @@ def test_and_report(
     return metrics
 
 
+def test_as(
+    trainer: L.Trainer,
+    model: XRayClassifier,
+    stage: str,
+    datamodule: RadiographyDataModule,
+    split: str,
+    output_dir: str | os.PathLike,
+    **test_options,
+) -> dict[str, float]:
+    """Run the test loop on the data module's ``split`` (the test loader unless ``dataloaders``
+    is given) and report it as ``stage`` (``external``, ``oof``): metrics as ``<stage>/...``
+    and what the record gives, ``predictions_<stage>.csv``."""
+    model.test_predictions = None
+    if "dataloaders" not in test_options:
+        test_options["datamodule"] = datamodule
+    trainer.test(model, verbose=False, **test_options)
+    samples = datamodule.datasets[split].samples
+    metrics = {
+        f"{stage}/{k.split('/', 1)[1]}": v
+        for k, v in to_floats(trainer.callback_metrics).items()
+        if k.startswith("test/")
+    }
+    return metrics | report_predictions(trainer, model, samples, output_dir, stage)
+
+
 def external_test(
     trainer: L.Trainer,
     model: XRayClassifier,
@@ -226,18 +251,36 @@ def external_test(
 ) -> dict[str, float]:
     """Test on an external set (``datamodule``'s test split): its metrics as ``external/...``,
     its confusion matrix, reliability diagram and ``predictions_external.csv``."""
-    model.test_predictions = None
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    metrics = {
-        f"external/{k.split('/', 1)[1]}": v
-        for k, v in to_floats(trainer.callback_metrics).items()
-        if k.startswith("test/")
-    }
-    samples = datamodule.datasets["test"].samples
-    metrics |= report_predictions(trainer, model, samples, output_dir, "external")
+    metrics = test_as(trainer, model, "external", datamodule, "test", output_dir)
     matrix = model.confusion_matrices.get("test")
     if trainer.is_global_zero and matrix is not None:
         write_confusion_matrix(output_dir, matrix, model.class_names, "confusion_matrix_external")
+    return metrics
+
+
+def out_of_fold(
+    trainer: L.Trainer,
+    model: XRayClassifier,
+    datamodule: RadiographyDataModule,
+    ckpt_path: str | None,
+    output_dir: str | os.PathLike,
+) -> dict[str, float]:
+    """A cross-validation fold: the best checkpoint scored on its validation fold, as ``oof/...``
+    metrics (with the fold's image counts, for the corrected interval over folds) and the
+    out-of-fold predictions ``predictions_oof.csv``."""
+    loader = datamodule.val_dataloader()
+    metrics = test_as(
+        trainer,
+        model,
+        "oof",
+        datamodule,
+        "val",
+        output_dir,
+        dataloaders=loader,
+        ckpt_path=ckpt_path,
+    )
+    metrics["oof/images"] = float(len(datamodule.datasets["val"]))
+    metrics["oof/train_images"] = float(len(datamodule.datasets["train"]))
     return metrics
 
 

@@ -143,3 +143,37 @@ def log_image(trainer: Trainer, key: str, path: Path) -> None:
             import wandb
 
             logger.experiment.log({key: wandb.Image(str(path))})
+
+
+def log_report(
+    rows: list[dict], tests: list[dict], folder: Path, group: str | None, project: str
+) -> str:
+    """The comparison as a W&B run of its own (job type ``report``, in the sweep's group): the
+    summary table and the paired tests with their p-values and verdicts. Returns the run's dir."""
+    import wandb
+
+    from covidxr.utils.env import wandb_offline
+
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="report",
+        name=f"report-{folder.name}",
+        dir=str(folder),
+        mode="offline" if wandb_offline() else "online",
+        reinit="finish_previous",
+    )
+    try:
+        for key, records in (("report/summary", rows), ("report/paired_tests", tests)):
+            if records:
+                columns = list(records[0])
+                data = [[r.get(c) for c in columns] for r in records]
+                run.log({key: wandb.Table(columns=columns, data=data)})
+        for test in tests:
+            if test.get("stage") == "test":
+                key = f"paired/{test['metric']}/{test['setting_b']}/seed_{test['seeds']}"
+                run.summary[f"{key}/p_holm"] = test["p_holm"]
+                run.summary[f"{key}/verdict"] = test["verdict"]
+        return str(run.dir)
+    finally:
+        run.finish()

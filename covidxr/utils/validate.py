@@ -102,6 +102,17 @@ def check_eval(cfg: DictConfig) -> None:
         "give a sensitivity in (0, 1], e.g. 0.95",
     )
     _check(cfg, "cam_samples", _integer(0), "give an integer >= 0")
+    _check(
+        cfg,
+        "ensemble_top_k",
+        lambda v: v is None or _integer(1)(v),
+        "give an integer >= 1, or null for every member",
+    )
+    if not cfg.get("ckpt_path") and not cfg.get("ensemble"):
+        raise ConfigError(
+            "covidxr-eval needs ckpt_path=<run>/checkpoints/best.ckpt, or ensemble=[ckpt, ...] "
+            "(or a multirun folder)."
+        )
 
 
 def check_predict(cfg: DictConfig) -> None:

@@ -1,0 +1,176 @@
+"""Ensembles: the mean class probabilities of several checkpoints on one shared test split.
+
+``covidxr-eval ensemble=[a.ckpt,b.ckpt]`` (or a multirun folder: every ``best.ckpt`` under it;
+``ensemble_top_k=K``: the K with the best ``val/acc``) scores every member on the test split they
+all share, averages their probabilities image by image, and reports the ensemble as any run:
+metrics, intervals, predictions, and DeLong's test against its best member.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from covidxr.data.datamodule import RadiographyDataModule
+from covidxr.models.metrics import point_metrics
+from covidxr.models.module import XRayClassifier
+from covidxr.models.predictions import Predictions
+from covidxr.models.tta import View
+from covidxr.paths import METRICS_FILE, checkpoint_run_dir
+from covidxr.reporting.paired import delong
+from covidxr.reporting.run import (
+    PREDICTIONS_FILE,
+    print_metrics,
+    record_metrics,
+    write_predictions,
+)
+from covidxr.utils.errors import ConfigError, MissingFileError
+from covidxr.utils.io import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+MEMBERS_FILE = "ensemble_members.csv"
+
+
+def _val_acc(ckpt: Path) -> float:
+    metrics = checkpoint_run_dir(ckpt) / METRICS_FILE
+    if not metrics.is_file():
+        return -math.inf
+    value = json.loads(metrics.read_text()).get("val/acc", -math.inf)
+    return -math.inf if value is None or math.isnan(value) else float(value)
+
+
+def ensemble_members(entries: Sequence[str | os.PathLike], top_k: int | None = None) -> list[Path]:
+    """Checkpoints named, or every ``checkpoints/best.ckpt`` under the folders named; with
+    ``top_k``, the k whose runs reached the best ``val/acc``."""
+    found: list[Path] = []
+    for entry in [entries] if isinstance(entries, str | os.PathLike) else entries:
+        path = Path(entry).expanduser()
+        if path.is_dir():
+            found += sorted(path.rglob("checkpoints/best.ckpt"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise MissingFileError(f"ensemble: {path} is neither a checkpoint nor a folder.")
+    members = list(dict.fromkeys(p.resolve() for p in found))
+    if top_k is not None:
+        members = sorted(members, key=_val_acc, reverse=True)[:top_k]
+    if len(members) < 2:
+        raise ConfigError(
+            f"ensemble={list(map(str, entries))} gives {len(members)} checkpoint(s): an ensemble "
+            "needs two or more (a multirun folder holds one best.ckpt per job)."
+        )
+    return members
+
+
+def shared_test_split(members: Sequence[Path]) -> Path:
+    """The ``split.csv`` every member's run tested on; refuse members tested on other images."""
+
+    def test_images(ckpt: Path) -> list[str]:
+        split = checkpoint_run_dir(ckpt) / "split.csv"
+        if not split.is_file():
+            raise MissingFileError(f"{split} is missing: the ensemble pairs members by it.")
+        with split.open(newline="") as fh:
+            return sorted(r["path"] for r in csv.DictReader(fh) if r["split"] == "test")
+
+    first = test_images(members[0])
+    for member in members[1:]:
+        if test_images(member) != first:
+            raise ConfigError(
+                f"ensemble: {member} was tested on other images than {members[0]} (another seed "
+                "or data options): ensemble runs of one split, e.g. the jobs of one seed."
+            )
+    return checkpoint_run_dir(members[0]) / "split.csv"
+
+
+@torch.no_grad()
+def score(model: XRayClassifier, loader: DataLoader, tta: Sequence[View] = ()) -> Predictions:
+    """One member's record on the loader's split (its own normalisation and test-time views)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.eval().to(device)
+    model.tta = tuple(tta)
+    indices, targets, probs = [], [], []
+    for images, target, index in loader:
+        probs.append(model.probabilities(model.normalize(images.to(device))).cpu())
+        targets.append(target)
+        indices.append(index)
+    order = torch.cat(indices).argsort()
+    return Predictions(
+        indices=torch.cat(indices)[order].numpy(),
+        targets=torch.cat(targets)[order].numpy(),
+        probs=torch.cat(probs)[order].double().numpy(),
+    )
+
+
+def ensemble_test(
+    members: Sequence[Path],
+    datamodule: RadiographyDataModule,
+    output_dir: str | os.PathLike,
+    tta: Sequence[View] = (),
+) -> dict[str, float]:
+    """Score the members, average them, and write the ensemble's report into ``output_dir``."""
+    output_dir = Path(output_dir)
+    loader = datamodule.test_dataloader()
+    models = [XRayClassifier.from_checkpoint(m) for m in members]
+    names = models[0].class_names
+    for member, model in zip(members, models, strict=True):
+        if model.class_names != names:
+            raise ConfigError(
+                f"ensemble: {member} predicts {model.class_names}, {members[0]} {names}: "
+                "members must share their classes."
+            )
+    records = [score(model, loader, tta) for model in models]
+    positive = models[0].positive
+    record = Predictions(
+        records[0].indices, records[0].targets, np.mean([r.probs for r in records], axis=0)
+    )
+
+    def metrics_of(r: Predictions) -> dict[str, float]:
+        probs, targets = torch.from_numpy(r.probs), torch.from_numpy(r.targets)
+        return point_metrics(probs, targets, names, positive, "test")
+
+    metrics = metrics_of(record) | record_metrics(record, models[0], "test")
+    member_metrics = [metrics_of(r) for r in records]
+    best = max(
+        range(len(members)),
+        key=lambda i: (
+            -math.inf
+            if math.isnan(member_metrics[i]["test/auroc"])
+            else member_metrics[i]["test/auroc"]
+        ),
+    )
+    versus = delong(
+        record.targets == positive, record.probs[:, positive], records[best].probs[:, positive]
+    )
+    metrics |= {
+        "test/auroc_minus_best_member": versus.difference,
+        "test/auroc_minus_best_member_ci_low": versus.ci_low,
+        "test/auroc_minus_best_member_ci_high": versus.ci_high,
+        "test/auroc_vs_best_member_p": versus.p_value,
+        "ensemble/members": float(len(members)),
+    }
+    samples = datamodule.datasets["test"].samples
+    write_predictions(output_dir / PREDICTIONS_FILE.format(stage="test"), record, samples, names)
+    with atomic_write(output_dir / MEMBERS_FILE) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["checkpoint", "test_acc", "test_auroc", "best"])
+        for i, (member, values) in enumerate(zip(members, member_metrics, strict=True)):
+            writer.writerow([member, values["test/acc"], values["test/auroc"], i == best])
+    write_json(output_dir / METRICS_FILE, dict(sorted(metrics.items())))
+    print_metrics(metrics, output_dir)
+    log.info(
+        "Ensemble of %d: AUROC %+.4f against its best member %s (DeLong p = %.3g)",
+        len(members),
+        versus.difference,
+        members[best],
+        versus.p_value,
+    )
+    return metrics

@@ -1,0 +1,183 @@
+"""Per-image paired tests between runs that scored the same test images.
+
+Two runs whose ``predictions_<stage>.csv`` list the same images are compared image by image:
+
+* AUROC (the positive class, COVID, against the rest): DeLong's test for two correlated ROC
+  curves, with the fast midrank algorithm of Sun and Xu (2014);
+* accuracy (arg-max labels): the exact McNemar test on the discordant images.
+
+Against the best setting, p-values are adjusted by Holm over all the settings compared with it.
+With several seeds per setting, each seed's pair is tested, and a combined row gives the paired
+difference over seeds with its t-interval (p from the one-sample t-test).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+
+from covidxr.utils.errors import DatasetError
+
+ALPHA = 0.05
+PAIRED_COLUMNS = (
+    "setting_a",
+    "setting_b",
+    "metric",
+    "test",
+    "n_images",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "verdict",
+    "seeds",
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One run's predictions on a split: images (paths), true labels, positive-class scores and
+    arg-max correctness, in path order."""
+
+    paths: tuple[str, ...]
+    targets: np.ndarray
+    probs: np.ndarray
+    positive: int
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.probs[:, self.positive]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) == self.targets
+
+
+def read_record(path: str | Path) -> Record:
+    """``predictions_<stage>.csv`` (``path,group,label,p_<Class>...``) as a ``Record``."""
+    with Path(path).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        classes = [c[2:] for c in reader.fieldnames or () if c.startswith("p_")]
+        rows = sorted(reader, key=lambda r: r["path"])
+    if not classes or not rows:
+        raise DatasetError(f"{path} holds no predictions (columns path,group,label,p_<Class>).")
+    return Record(
+        paths=tuple(r["path"] for r in rows),
+        targets=np.array([int(r["label"]) for r in rows]),
+        probs=np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]),
+        positive=classes.index("COVID") if "COVID" in classes else 0,
+    )
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """``a - b`` with its 95% interval and two-sided p."""
+
+    test: str
+    n_images: int
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+def _midrank(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their mean rank."""
+    return scipy.stats.rankdata(values, method="average")
+
+
+def delong(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> PairedResult:
+    """DeLong's test of AUROC(a) - AUROC(b) on the same images (Sun and Xu's fast algorithm).
+
+    ``targets`` are 1 for positives; ties count one half, as in the Mann-Whitney AUROC.
+    """
+    positive = np.asarray(targets).astype(bool)
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m == 0 or n == 0:
+        return PairedResult("DeLong", m + n, math.nan, math.nan, math.nan, math.nan)
+    aucs, v10, v01 = [], [], []
+    for scores in (np.asarray(scores_a, float), np.asarray(scores_b, float)):
+        x, y = scores[positive], scores[~positive]
+        tx, ty, tz = _midrank(x), _midrank(y), _midrank(np.concatenate([x, y]))
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n)  # per positive: share of negatives it outranks
+        v01.append(1.0 - (tz[m:] - ty) / m)  # per negative: share of positives above it
+    s10 = np.cov(np.array(v10)) if m > 1 else np.zeros((2, 2))
+    s01 = np.cov(np.array(v01)) if n > 1 else np.zeros((2, 2))
+    cov = s10 / m + s01 / n
+    difference = float(aucs[0] - aucs[1])
+    variance = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if variance <= 1e-15:
+        p = 1.0 if abs(difference) < 1e-12 else 0.0
+        return PairedResult("DeLong", m + n, difference, difference, difference, p)
+    se = math.sqrt(variance)
+    z = difference / se
+    p = float(2 * scipy.stats.norm.sf(abs(z)))
+    half = float(scipy.stats.norm.ppf(0.975)) * se
+    return PairedResult("DeLong", m + n, difference, difference - half, difference + half, p)
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedResult:
+    """Exact McNemar test of accuracy(a) - accuracy(b): a binomial test on the images exactly
+    one of them gets right; the interval is the Wald interval of the paired difference."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    p = float(scipy.stats.binomtest(only_a, discordant, 0.5).pvalue) if discordant else 1.0
+    difference = (only_a - only_b) / n if n else math.nan
+    se = math.sqrt(max(discordant - (only_a - only_b) ** 2 / n, 0.0)) / n if n else math.nan
+    half = float(scipy.stats.norm.ppf(0.975)) * se
+    return PairedResult("exact McNemar", n, difference, difference - half, difference + half, p)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (equal to statsmodels' ``multipletests(method="holm")``);
+    NaN p-values stay NaN and do not count."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running, count = 0.0, len(indexed)
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (count - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def over_seeds(differences: Sequence[float]) -> PairedResult:
+    """The per-seed differences combined: mean, 95% t-interval, one-sample t-test p."""
+    values = [d for d in differences if not math.isnan(d)]
+    mean = float(np.mean(values)) if values else math.nan
+    if len(values) < 2:
+        return PairedResult("paired t over seeds", 0, mean, math.nan, math.nan, math.nan)
+    sd = float(np.std(values, ddof=1))
+    if sd == 0:
+        p = 1.0 if mean == 0 else 0.0
+        return PairedResult("paired t over seeds", 0, mean, mean, mean, p)
+    half = float(scipy.stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+    p = float(scipy.stats.ttest_1samp(values, 0.0).pvalue)
+    return PairedResult("paired t over seeds", 0, mean, mean - half, mean + half, p)
+
+
+def compare_records(a: Record, b: Record, metric: str) -> PairedResult:
+    """``metric`` (``auroc`` or ``acc``) of ``a`` minus ``b``, image by image."""
+    if a.paths != b.paths:
+        raise DatasetError("the two runs scored different images: they cannot be paired")
+    if metric == "auroc":
+        return delong(a.targets == a.positive, a.scores, b.scores)
+    return mcnemar(a.correct, b.correct)
+
+
+def verdict(difference: float, p_holm: float) -> str:
+    """What a reviewer reads: better, worse, or indistinguishable at Holm-adjusted 5%."""
+    if math.isnan(p_holm):
+        return "untestable (one class only, or one seed)"
+    if p_holm >= ALPHA:
+        return "indistinguishable (p_holm >= 0.05)"
+    return "better" if difference > 0 else "worse"
