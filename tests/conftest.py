@@ -75,6 +75,18 @@ def compose_config(
     return cfg
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _gate_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Accuracy-gate records of the suite's checkpoints stay in its temp folder, not ~/.cache."""
+    previous = os.environ.get("COVIDXR_GATE_DIR")
+    os.environ["COVIDXR_GATE_DIR"] = str(tmp_path_factory.mktemp("gates"))
+    yield
+    if previous is None:
+        os.environ.pop("COVIDXR_GATE_DIR", None)
+    else:
+        os.environ["COVIDXR_GATE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One ``paths.data_dir`` for the session, so synthetic phantoms are generated once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -504,3 +505,79 @@ def test_test_time_views_average_probabilities(
     assert 0 <= metrics["test/acc"] <= 1
     with pytest.raises(ConfigError, match="tta=flips"):
         resolve_views("flips")
+
+
+def test_int8_export_passes_the_gate_records_it_and_predicts_alike(
+    run: Path, test_files: list[Path], tmp_path: Path, data_dir: Path
+) -> None:
+    from covidxr.cli import export as export_app
+
+    output = tmp_path / "model.int8.onnx"
+    overrides = [f"ckpt_path={run / 'checkpoints/best.ckpt'}", "quantize=int8", f"output={output}"]
+    export_app.main(compose_config("export", overrides, tmp_path / "x", data_dir))
+    record = json.loads(Path(f"{output}.json").read_text())
+    assert record["gate"]["passed"] and record["gate"]["form"] == "int8"
+    assert record["gate"]["images"] == len(test_files)
+    assert {"test/auroc", "test/acc"} <= set(record["gate"]["reference"])
+    assert record["made"]["calibration_images"] > 0
+    assert Preprocessing.read(f"{output}.json").class_names == ("COVID", "Normal")
+    int8, fp32 = tmp_path / "int8.csv", tmp_path / "fp32.csv"
+    predict_app.predict_files(load_predictor(output), test_files, int8)
+    predict_app.predict_files(
+        TorchPredictor.from_checkpoint(run / "checkpoints/best.ckpt"), test_files, fp32
+    )
+    for a, b in zip(read_rows(int8), read_rows(fp32), strict=True):
+        assert float(a["p_COVID"]) == pytest.approx(float(b["p_COVID"]), abs=0.05)
+
+
+def test_a_model_that_fails_the_gate_is_refused_and_nothing_is_left(
+    run: Path, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from covidxr.cli import export as export_app
+    from covidxr.inference import fast
+
+    def losing(*args, **kwargs):
+        result = real_gate(*args, **kwargs)
+        return dataclasses.replace(result, auroc_drop=0.02, agreement=0.95)
+
+    real_gate = fast.run_gate
+    monkeypatch.setattr(fast, "run_gate", losing)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    overrides = [
+        f"ckpt_path={run / 'checkpoints/best.ckpt'}",
+        "quantize=int8",
+        f"output={folder / 'm.onnx'}",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        export_app.main(compose_config("export", overrides, tmp_path / "x", data_dir))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lost accuracy" in err[0] and "drop +0.0200" in err[0]
+    assert list(folder.iterdir()) == []  # no model, no JSON, no temporary folder
+
+
+def test_checkpoints_run_in_the_fastest_form_that_passed_the_gate_here(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidxr.inference import fast
+    from covidxr.utils.env import cpu_flags
+
+    monkeypatch.setenv("COVIDXR_GATE_DIR", str(tmp_path / "gates"))
+    ckpt = run / "checkpoints/best.ckpt"
+    assert fast.fast_torch_predictor(ckpt, "fp32").form == "fp32"
+    native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    chosen = fast.fast_torch_predictor(ckpt, "auto")
+    assert chosen.form == ("bf16" if native else "fp32_cl")
+    if not native:
+        return
+    (record,) = (tmp_path / "gates").glob("*.json")
+    assert json.loads(record.read_text())[fast.machine_key()]["passed"]
+    monkeypatch.setattr(fast, "score", lambda *a, **k: pytest.fail("the gate ran again"))
+    assert fast.fast_torch_predictor(ckpt, "auto").form == "bf16"  # read from the record
+    data = json.loads(record.read_text())
+    data[fast.machine_key()] |= {"auroc_drop": 0.5}
+    record.write_text(json.dumps(data))
+    assert fast.fast_torch_predictor(ckpt, "auto").form == "fp32_cl"
+    with pytest.raises(fast.GateError, match="lost accuracy"):
+        fast.fast_torch_predictor(ckpt, "bf16")

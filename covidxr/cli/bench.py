@@ -6,6 +6,9 @@ a torchvision ``ImageFolder`` + PIL baseline reading the same files, with 0 and 
 PyTorch loop on the same model, batches and threads. ``covidxr-bench gpu`` measures the GPU path:
 training images/s at 224 px in fp32, bf16 mixed precision, bf16 + channels_last and + compile,
 the share of step time spent waiting for data with 4/8/16 workers, and peak memory.
+``covidxr-bench predict --ckpt <run>/checkpoints/best.ckpt`` measures inference images/s on the
+CPU for every path (torch eager fp32, channels-last fp32 and bf16, ONNX Runtime fp32 and int8),
+model alone and end to end, with the accuracy gate's numbers; a table and JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from covidxr.benchmarks.inference import bench_predict
 from covidxr.benchmarks.pipeline import bench_data
 from covidxr.benchmarks.training import bench_gpu, bench_train
 
@@ -37,8 +41,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_gpu.add_argument("--root", type=Path, default=None, help="real data for the loader rows")
     p_gpu.add_argument("--batch-size", type=int, default=256)
     p_gpu.add_argument("--steps", type=int, default=30, help="timed steps per setting (30)")
+    p_predict = sub.add_parser("predict", help="CPU inference images/s per path, and the gate")
+    p_predict.add_argument(
+        "--ckpt",
+        type=Path,
+        default=None,
+        help="a trained checkpoint (its "
+        "run's test images; default: a random model on the real set)",
+    )
+    p_predict.add_argument("--images", type=int, default=256, help="images scored (256)")
+    p_predict.add_argument("--image-size", type=int, default=224, help="without --ckpt (224)")
+    p_predict.add_argument("--batch-size", type=int, default=16)
+    p_predict.add_argument("--workers", type=int, default=2, help="decoding processes (2)")
+    p_predict.add_argument("--output", type=Path, default=Path("bench_predict.json"))
     args = parser.parse_args(argv)
     console = Console()
+    if args.command == "predict":
+        bench_predict(
+            args.ckpt,
+            args.images,
+            args.image_size,
+            args.batch_size,
+            args.workers,
+            args.output,
+            console,
+        )
+        return 0
     if args.command == "gpu":
         return bench_gpu(args.root, args.batch_size, args.steps, console)
     if args.command == "data":

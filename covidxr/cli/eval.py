@@ -16,6 +16,7 @@ probabilities of shifted and scaled views of each image.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import hydra
@@ -42,6 +43,8 @@ from covidxr.utils.io import write_json
 from covidxr.utils.runner import build_trainer, output_dir, task_wrapper
 from covidxr.utils.validate import check_eval
 
+log = logging.getLogger(__name__)
+
 
 def evaluate_ensemble(cfg: DictConfig) -> dict[str, float]:
     members = ensemble_members(cfg.ensemble, cfg.get("ensemble_top_k"))
@@ -62,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = Path(cfg.ckpt_path)
     model = XRayClassifier.from_checkpoint(ckpt_path)
     model.tta = resolve_views(cfg.get("tta"))
+    log.info("Testing %s in fp32, eager: the reference precision (the run's numbers)", ckpt_path)
     datamodule = RadiographyDataModule.from_checkpoint(
         ckpt_path, cfg.data, cfg.split_file, output_dir()
     )

@@ -22,7 +22,8 @@ from rich.progress import Progress
 
 from covidxr.cli import register_configs
 from covidxr.data.decode import read_gray
-from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs, load_predictor
+from covidxr.inference.fast import load_fast_predictor
+from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs
 from covidxr.models.tta import View, averaged, resolve_views
 from covidxr.paths import CONF_DIR
 from covidxr.utils.errors import ConfigError, report_user_errors
@@ -81,8 +82,6 @@ def predict_files(
 
 def write_cams(predictor, images, labels, targets: list[tuple[Path, Path]], errors) -> None:
     """A Grad-CAM overlay for each readable image: ``targets`` pairs its file and overlay path."""
-    import torch
-
     from covidxr.inference.gradcam import grad_cam, save_overlay
 
     if not isinstance(predictor, TorchPredictor):
@@ -122,7 +121,9 @@ def inputs_and_outputs(cfg: DictConfig) -> tuple[Path, Path | None, list[Path]]:
 def main(cfg: DictConfig) -> None:
     check_predict(cfg)
     output, cam_dir, files = inputs_and_outputs(cfg)
-    predictor = load_predictor(cfg.ckpt_path, cfg.device)
+    predictor = load_fast_predictor(
+        cfg.ckpt_path, cfg.get("precision", "auto"), cfg.device, cfg.num_workers
+    )
     failed = predict_files(
         predictor,
         files,

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from covidxr.inference.predictors import TorchPredictor, sidecar
+from covidxr.models.preprocessing import Preprocessing
 from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import atomic_path
 
@@ -27,7 +28,15 @@ def export(
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}: choose one of {FORMATS}.")
     predictor = TorchPredictor.from_checkpoint(ckpt_path)
-    module, prep = predictor.module, predictor.preprocessing
+    output = export_module(predictor.module, predictor.preprocessing, fmt, output, opset)
+    log.info("Exported %s to %s (+ %s)", ckpt_path, output, sidecar(output).name)
+    return output
+
+
+def export_module(
+    module: torch.nn.Module, prep: Preprocessing, fmt: str, output: str | os.PathLike, opset: int
+) -> Path:
+    """An ``ExportedClassifier`` as ONNX or TorchScript, and its preprocessing JSON beside it."""
     example = torch.zeros(2, 1, prep.image_size, prep.image_size, dtype=torch.uint8)
     output = Path(output)
     with warnings.catch_warnings(), atomic_path(output) as tmp:
@@ -46,5 +55,4 @@ def export(
         else:
             torch.jit.save(torch.jit.trace(module, example), str(tmp))
     prep.write(sidecar(output))
-    log.info("Exported %s to %s (+ %s)", ckpt_path, output, sidecar(output).name)
     return output

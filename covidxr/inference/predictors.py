@@ -23,6 +23,7 @@ from covidxr.data.layout import is_image_file, natural_key
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import Preprocessing
+from covidxr.utils.env import available_cpus
 from covidxr.utils.errors import CheckpointError, ConfigError, MissingFileError
 
 
@@ -110,21 +111,35 @@ def batches(
         yield images, indices.tolist(), list(errors)
 
 
-class TorchPredictor:
-    """A covidxr model and its preprocessing, on the CPU or a GPU."""
+#: How a checkpoint runs in torch: ``fp32`` is plain eager full precision (the reference that
+#: gates and benchmarks compare against); ``fp32_cl`` the same numbers in channels-last memory
+#: (oneDNN's fast layout); ``bf16`` channels-last with bfloat16 autocast (needs the accuracy gate).
+TORCH_FORMS = ("fp32", "fp32_cl", "bf16")
 
-    def __init__(self, model: XRayClassifier, device: str = "cpu") -> None:
+
+class TorchPredictor:
+    """A covidxr model and its preprocessing, on the CPU or a GPU, in one of ``TORCH_FORMS``."""
+
+    def __init__(self, model: XRayClassifier, device: str = "cpu", form: str = "fp32") -> None:
+        if form not in TORCH_FORMS:
+            raise ConfigError(f"precision={form!r}: choose one of {TORCH_FORMS}.")
         self.preprocessing = model.preprocessing
         self.device = torch.device(device)
+        self.form = form
         self.module = ExportedClassifier(model, self.preprocessing).eval().to(self.device)
+        if form != "fp32":
+            self.module = self.module.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | os.PathLike, device: str = "cpu") -> TorchPredictor:
-        return cls(XRayClassifier.from_checkpoint(ckpt_path), device)
+    def from_checkpoint(
+        cls, ckpt_path: str | os.PathLike, device: str = "cpu", form: str = "fp32"
+    ) -> TorchPredictor:
+        return cls(XRayClassifier.from_checkpoint(ckpt_path), device, form)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return self.module(images.to(self.device)).cpu().numpy()
+        autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=self.form == "bf16")
+        with torch.inference_mode(), autocast:
+            return self.module(images.to(self.device)).float().cpu().numpy()
 
 
 class OnnxPredictor:
@@ -135,8 +150,10 @@ class OnnxPredictor:
 
         self.preprocessing = Preprocessing.read(sidecar(path))
         try:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = available_cpus()
             self.session = onnxruntime.InferenceSession(
-                str(path), providers=["CPUExecutionProvider"]
+                str(path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ...
             raise CheckpointError(

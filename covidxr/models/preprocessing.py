@@ -53,6 +53,7 @@ class Preprocessing:
         """The JSON ``covidxr-export`` writes beside a model; one line naming it when damaged."""
         try:
             fields = json.loads(Path(path).read_text())
+            fields = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
             return cls(
                 **{**fields, **{k: tuple(fields[k]) for k in ("mean", "std", "class_names")}}
             )
@@ -62,9 +63,11 @@ class Preprocessing:
                 f"{exc}). Export the model again."
             ) from exc
 
-    def write(self, path: str | os.PathLike) -> Path:
+    def write(self, path: str | os.PathLike, **extra: object) -> Path:
+        """The JSON beside an exported model; ``extra`` (how it was made, its accuracy gate) is
+        recorded after the preprocessing fields and ignored when read."""
         with atomic_write(path) as fh:
-            fh.write(json.dumps(asdict(self), indent=2) + "\n")
+            fh.write(json.dumps({**asdict(self), **extra}, indent=2) + "\n")
         return Path(path)
 
     @property

@@ -43,6 +43,18 @@ def available_cpus() -> int:
     return max(1, min(c for c in counts if c))
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``avx512_bf16``, ``avx512_vnni``, ...) on Linux; empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def data_dir(default: str | os.PathLike) -> str:
     return os.environ.get("COVIDXR_DATA_DIR") or str(default)
 

@@ -121,6 +121,7 @@ def check_predict(cfg: DictConfig) -> None:
     where = "cpu or cuda" if cuda else "cpu (no CUDA GPU is visible for cuda)"
     usable = ("cpu", "cuda") if cuda else ("cpu",)
     _check(cfg, "device", lambda v: str(v).split(":")[0] in usable, f"give {where}")
+    _check(cfg, "precision", lambda v: v in ("auto", "fp32", "bf16"), "give auto, fp32 or bf16")
     _check(
         cfg,
         "threshold",
@@ -129,3 +130,11 @@ def check_predict(cfg: DictConfig) -> None:
     )
     _check(cfg, "batch_size", _integer(1), "give an integer >= 1")
     _check(cfg, "num_workers", _integer(0), "give an integer >= 0")
+
+
+def check_export(cfg: DictConfig) -> None:
+    check_required(cfg)
+    _check(cfg, "quantize", lambda v: v in (None, "int8"), "give int8, or null for fp32")
+    _check(cfg, "calib_images", _integer(1), "give an integer >= 1 (a few hundred)")
+    _check(cfg, "max_auroc_drop", _fraction(), "give an AUROC drop from 0 to 1, e.g. 0.005")
+    _check(cfg, "min_agreement", _fraction(), "give a share of labels from 0 to 1, e.g. 0.99")

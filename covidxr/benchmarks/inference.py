@@ -1,0 +1,194 @@
+"""Inference throughput on the CPU: every path covidxr offers, side by side (``covidxr-bench
+predict``), with the accuracy gate's numbers for a trained checkpoint.
+
+Each path is timed twice: the model alone on pre-decoded batches, and end to end (decoding in
+worker processes, as covidxr-predict does), with the share of end-to-end time the model waited
+for decoded images.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from covidxr.data.layout import find_layout
+from covidxr.data.synthetic import generate_phantoms
+from covidxr.inference.export import export_module
+from covidxr.inference.fast import quantize_onnx, run_gate, split_images
+from covidxr.inference.predictors import OnnxPredictor, TorchPredictor, batches
+from covidxr.models.module import XRayClassifier
+from covidxr.utils.env import available_cpus, real_data_dir
+
+Predict = Callable[[torch.Tensor], np.ndarray]
+REFERENCE = "torch eager fp32"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def model_only(predict: Predict, decoded: Sequence[torch.Tensor]) -> tuple[float, np.ndarray]:
+    """Images/s on pre-decoded batches (the first, warm-up, batch untimed), and every output."""
+    outputs = [np.asarray(predict(decoded[0]))]
+    start = time.perf_counter()
+    outputs += [np.asarray(predict(images)) for images in decoded[1:]]
+    seen = sum(len(images) for images in decoded[1:])
+    return seen / (time.perf_counter() - start), np.concatenate(outputs)
+
+
+def end_to_end(
+    predict: Predict, files: Sequence[Path], size: int, batch_size: int, workers: int
+) -> tuple[float, float]:
+    """Images/s from files to probabilities, and the share of that time spent waiting for
+    decoded batches (the workers' start-up included, as a user sees it)."""
+    start = time.perf_counter()
+    waited, mark = 0.0, start
+    for images, _, _ in batches(files, size, batch_size, workers):
+        now = time.perf_counter()
+        waited += now - mark
+        predict(images)
+        mark = time.perf_counter()
+    total = time.perf_counter() - start
+    return len(files) / total, waited / total
+
+
+def _inputs(
+    ckpt: Path | None, images: int, image_size: int, tmp: Path
+) -> tuple[XRayClassifier, list[Path], np.ndarray | None, list[Path]]:
+    """The model, the files to score (the run's test images for a checkpoint), their labels,
+    and calibration images (the run's training images)."""
+    if ckpt is not None:
+        model = XRayClassifier.from_checkpoint(ckpt)
+        files, targets = split_images(ckpt, "test")
+        train, _ = split_images(ckpt, "train")
+        return model, files[:images], targets[:images], train[:256]
+    root = real_data_dir() or generate_phantoms(tmp / "phantoms", per_class=images // 2 + 1)
+    files = find_layout(root).files[:: max(1, len(find_layout(root).files) // images)][:images]
+    return XRayClassifier(image_size=image_size), files, None, files[:256]
+
+
+def bench_predict(
+    ckpt: Path | None,
+    images: int,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    output: Path,
+    console: Console,
+) -> dict:
+    """Print the table, write it as JSON to ``output``, return it."""
+    torch.set_num_threads(available_cpus())
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        model, files, targets, calibration = _inputs(ckpt, images, image_size, tmp)
+        prep = model.preprocessing
+        size = prep.image_size
+        start = time.perf_counter()
+        decoded = [b for b, _, _ in batches(files, size, batch_size, 0)]
+        decode_rate = len(files) / (time.perf_counter() - start)
+        fp32 = export_module(
+            TorchPredictor(copy.deepcopy(model)).module, prep, "onnx", tmp / "fp32.onnx", 17
+        )
+        int8 = quantize_onnx(fp32, tmp / "int8.onnx", calibration, size)
+        prep.write(tmp / "int8.onnx.json")
+        paths: dict[str, Callable[[], Predict]] = {
+            REFERENCE: lambda: TorchPredictor(copy.deepcopy(model), form="fp32"),
+            "torch channels_last fp32": lambda: TorchPredictor(
+                copy.deepcopy(model), form="fp32_cl"
+            ),
+            "torch channels_last + bf16": lambda: TorchPredictor(copy.deepcopy(model), form="bf16"),
+            "ONNX Runtime fp32": lambda: OnnxPredictor(fp32),
+            "ONNX Runtime int8 (QDQ)": lambda: OnnxPredictor(int8),
+        }
+        rows, outputs = {}, {}
+        for name, make in paths.items():
+            predict = make()
+            rate, outputs[name] = model_only(predict, decoded)
+            e2e, waiting = end_to_end(predict, files, size, batch_size, workers)
+            rows[name] = {
+                "model_only_images_per_s": rate,
+                "end_to_end_images_per_s": e2e,
+                "waiting_for_decode_share": waiting,
+                "peak_rss_mb_so_far": _peak_mb(),
+            }
+            del predict
+    reference = rows[REFERENCE]
+    for row in rows.values():
+        row["end_to_end_vs_eager_fp32"] = (
+            row["end_to_end_images_per_s"] / reference["end_to_end_images_per_s"]
+        )
+        row["model_only_over_end_to_end"] = (
+            row["model_only_images_per_s"] / row["end_to_end_images_per_s"]
+        )
+    gates = {}
+    if targets is not None:
+        for name in ("torch channels_last + bf16", "ONNX Runtime int8 (QDQ)"):
+            gate = run_gate(name, outputs[REFERENCE], outputs[name], targets, prep)
+            gates[name] = gate.as_dict()
+    result = {
+        "images": len(files),
+        "image_size": size,
+        "batch_size": batch_size,
+        "workers": workers,
+        "threads": torch.get_num_threads(),
+        "decode_images_per_s_one_process": decode_rate,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "paths": rows,
+        "gates": gates,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    _print(result, console)
+    console.print(f"JSON: {output}", highlight=False)
+    return result
+
+
+def _print(result: dict, console: Console) -> None:
+    table = Table(
+        title=f"Inference, {result['images']} images at {result['image_size']} px, batch "
+        f"{result['batch_size']}, {result['threads']} threads, {result['workers']} decoding workers"
+    )
+    for column in (
+        "path",
+        "model only img/s",
+        "end to end img/s",
+        "x eager fp32 (e2e)",
+        "model / e2e",
+        "waiting for decode",
+        "peak RSS MB",
+    ):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for name, row in result["paths"].items():
+        table.add_row(
+            name,
+            f"{row['model_only_images_per_s']:.1f}",
+            f"{row['end_to_end_images_per_s']:.1f}",
+            f"{row['end_to_end_vs_eager_fp32']:.2f}x",
+            f"{row['model_only_over_end_to_end']:.2f}x",
+            f"{row['waiting_for_decode_share']:.0%}",
+            f"{row['peak_rss_mb_so_far']:.0f}",
+        )
+    console.print(table)
+    console.print(
+        f"Decoding alone, one process: {result['decode_images_per_s_one_process']:.0f} img/s. "
+        "Peak RSS is the process's peak so far (paths run in this order).",
+        highlight=False,
+    )
+    for name, gate in result["gates"].items():
+        verdict = "passed" if gate["passed"] else "FAILED"
+        console.print(
+            f"Gate {name}: {verdict}: AUROC drop {gate['auroc_drop']:+.4f} (limit "
+            f"{gate['max_auroc_drop']}), {gate['agreement']:.2%} identical labels on "
+            f"{gate['images']} test images",
+            highlight=False,
+        )
