@@ -7,7 +7,7 @@ import csv
 import io
 import struct
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import cv2
@@ -342,3 +342,35 @@ def test_no_patient_identifier_leaves_the_data_folder(
     groups = {r["group"] for r in csv.DictReader((run / "split.csv").open())}
     assert all(g.startswith("PatientID:") for g in groups)
     assert not (run / ".covidxr-key").exists() and (dicom_phantoms / ".covidxr-key").is_file()
+
+
+def test_a_read_only_dataset_keeps_its_key_in_the_users_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    from covidxr.data.groups import KEY_ENV, KEY_FILE, group_secret
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    shared = tmp_path / "shared"
+    (shared / KEY_FILE).mkdir(parents=True)  # cannot be written as a file, as on a read-only share
+    first = group_secret(shared)
+    assert first and group_secret(shared) == first  # the same key next time
+    assert list((tmp_path / "home" / ".cache" / "covidxr" / "group-keys").iterdir())
+    assert "read-only" in caplog.text
+    monkeypatch.setenv(KEY_ENV, "shared secret")
+    assert group_secret(shared) == b"shared secret"
+
+
+def test_synth_writes_dicom_patients_sites_and_a_manifest(tmp_path: Path, capsys) -> None:
+    from covidxr.cli.synth import main as synth_main
+
+    assert synth_main([str(tmp_path / "d"), "--dicom", "--per-class", "6", "--size", "32"]) == 0
+    assert "DICOM phantoms" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "d" / "labels.csv").open()))
+    assert len(rows) == 12 and all(r["path"].endswith(".dcm") for r in rows)
+    for label in ("COVID", "Normal"):
+        counts = list(Counter(r["patient"] for r in rows if r["label"] == label).values())
+        assert all(2 <= n <= 4 for n in counts[:-1]) and counts[-1] <= 4  # the last: cut short
+    first = pydicom.dcmread(tmp_path / "d" / rows[0]["path"])
+    assert first.PatientID == rows[0]["patient"] and first.InstitutionName == rows[0]["site"]
+    assert first.BitsStored == 12 and read_gray(tmp_path / "d" / rows[0]["path"]).dtype == np.uint8

@@ -125,3 +125,19 @@ def test_corrected_interval_is_wider_than_the_naive_one() -> None:
     assert mean == pytest.approx(82.0) and low < naive[1] and high > naive[2]
     factor = math.sqrt((1 / 5 + 20 / 80) / (1 / 5))
     assert (high - mean) == pytest.approx((naive[2] - mean) * factor)
+
+
+def test_ensemble_members_from_folders_and_top_k(tmp_path) -> None:
+    import json
+
+    from covidxr.reporting.ensemble import ensemble_members
+    from covidxr.utils.errors import ConfigError
+
+    for job, acc in (("0", 0.7), ("1", 0.9), ("2", 0.8)):
+        (tmp_path / job / "checkpoints").mkdir(parents=True)
+        (tmp_path / job / "checkpoints" / "best.ckpt").write_bytes(b"x")
+        (tmp_path / job / "metrics.json").write_text(json.dumps({"val/acc": acc}))
+    assert [p.parent.parent.name for p in ensemble_members([tmp_path])] == ["0", "1", "2"]
+    assert [p.parent.parent.name for p in ensemble_members([tmp_path], top_k=2)] == ["1", "2"]
+    with pytest.raises(ConfigError, match="needs two or more"):
+        ensemble_members([tmp_path], top_k=1)

@@ -73,7 +73,8 @@ def _inputs(
         train, _ = split_images(ckpt, "train")
         return model, files[:images], targets[:images], train[:256]
     root = real_data_dir() or generate_phantoms(tmp / "phantoms", per_class=images // 2 + 1)
-    files = find_layout(root).files[:: max(1, len(find_layout(root).files) // images)][:images]
+    every = find_layout(root).files
+    files = every[:: max(1, len(every) // images)][:images]
     return XRayClassifier(image_size=image_size), files, None, files[:256]
 
 

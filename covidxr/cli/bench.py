@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_predict.add_argument("--image-size", type=int, default=224, help="without --ckpt (224)")
     p_predict.add_argument("--batch-size", type=int, default=16)
     p_predict.add_argument("--workers", type=int, default=2, help="decoding processes (2)")
-    p_predict.add_argument("--output", type=Path, default=Path("bench_predict.json"))
+    p_predict.add_argument("--output", type=Path, default=Path("logs/bench_predict.json"))
     args = parser.parse_args(argv)
     console = Console()
     if args.command == "predict":

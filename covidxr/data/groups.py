@@ -66,7 +66,7 @@ def _header_values(root: Path, paths: Sequence[str], keyword: str) -> dict[str, 
 def group_secret(root: Path) -> bytes:
     """The key that pseudonymises this dataset's groups: ``$COVIDXR_GROUP_KEY``, else
     ``<root>/.covidxr-key`` (made on first use), else, for a read-only dataset, one kept in the
-    user's cache (then splits by group differ between machines unless the key is shared)."""
+    user's cache. The split itself does not depend on the key, only the recorded pseudonyms."""
     if os.environ.get(KEY_ENV):
         return os.environ[KEY_ENV].encode()
     candidates = [
@@ -78,25 +78,27 @@ def group_secret(root: Path) -> bytes:
         / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16],
     ]
     for index, path in enumerate(candidates):
-        if path.is_file():
-            return path.read_bytes().strip()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "x") as fh:
-                fh.write(secrets.token_hex(32))
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "x") as fh:  # another process may make it first: then read it
+                    fh.write(secrets.token_hex(32))
+            secret = path.read_bytes().strip()
         except FileExistsError:
-            pass  # another process made it first
-        except OSError:
+            secret = path.read_bytes().strip() if path.is_file() else b""
+        except OSError:  # a read-only (shared) dataset: the next place
+            continue
+        if not secret:
             continue
         if index:
             log.warning(
                 "%s is read-only: the key that pseudonymises its groups is kept in %s; copy it "
-                "there (or set %s) for the same split by group on another machine",
+                "there (or set %s) for the same recorded groups on another machine",
                 root,
                 path,
                 KEY_ENV,
             )
-        return path.read_bytes().strip()
+        return secret
     raise DatasetError(f"Cannot store a group key for {root}: set {KEY_ENV} to a secret string.")
 
 

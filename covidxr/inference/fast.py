@@ -36,7 +36,7 @@ from covidxr.models.preprocessing import Preprocessing
 from covidxr.paths import checkpoint_run_dir
 from covidxr.utils.env import available_cpus, cpu_flags
 from covidxr.utils.errors import ConfigError, MissingFileError, UserError
-from covidxr.utils.io import atomic_path, read_checkpoint
+from covidxr.utils.io import atomic_path, read_checkpoint, write_json
 
 log = logging.getLogger(__name__)
 MAX_AUROC_DROP = 0.005
@@ -256,10 +256,19 @@ def quantize_int8(
 # --- torch forms on a checkpoint ---------------------------------------------------------------
 
 
-def machine_key() -> str:
-    """This CPU and torch build: a gate passed here need not pass elsewhere."""
+def machine_key(device: str = "cpu") -> str:
+    """This CPU (or GPU) and torch build: a gate passed here need not pass elsewhere."""
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(torch.device(device))} torch {torch.__version__}"
     flags = " ".join(sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "avx512_vnni", "avx2"}))
     return f"{platform.machine()} {platform.processor()} {flags} torch {torch.__version__}"
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """bfloat16 computed by the hardware (AVX512-BF16/AMX, or a GPU from Ampere on)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def _gate_file(ckpt_path: str | os.PathLike) -> Path:
@@ -271,11 +280,14 @@ def _gate_file(ckpt_path: str | os.PathLike) -> Path:
     )
 
 
-def bf16_gate(ckpt_path: str | os.PathLike, workers: int = 0) -> GateResult:
+def bf16_gate(ckpt_path: str | os.PathLike, device: str = "cpu", workers: int = 0) -> GateResult:
     """The bf16 gate for this checkpoint on this machine: recorded, or run now and recorded."""
     record_path = _gate_file(ckpt_path)
-    key = machine_key()
-    records = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    key = machine_key(device)
+    try:
+        records = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    except (OSError, ValueError):
+        records = {}  # a damaged record is checked again
     if key in records:
         found = dict(records[key])
         found.pop("passed", None)
@@ -284,15 +296,18 @@ def bf16_gate(ckpt_path: str | os.PathLike, workers: int = 0) -> GateResult:
     log.info(
         "Checking bf16 against fp32 on the run's %d test images (once per machine)", len(files)
     )
-    fp32 = TorchPredictor.from_checkpoint(ckpt_path)
-    bf16 = TorchPredictor.from_checkpoint(ckpt_path, form="bf16")  # its own copy: channels-last
+    fp32 = TorchPredictor.from_checkpoint(ckpt_path, device)
+    bf16 = TorchPredictor.from_checkpoint(ckpt_path, device, "bf16")  # its own copy
     prep = fp32.preprocessing
     reference = score(fp32, files, prep.image_size, workers=workers)
     candidate = score(bf16, files, prep.image_size, workers=workers)
     result = run_gate("bf16", reference, candidate, targets, prep)
     records[key] = result.as_dict()
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(records, indent=2) + "\n")
+    try:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(record_path, records)
+    except OSError as exc:  # no writable cache: checked again next time
+        log.warning("Could not record the bf16 gate in %s: %s", record_path, exc)
     return result
 
 
@@ -302,20 +317,19 @@ def fast_torch_predictor(
     """The fastest torch form of a checkpoint that passed the gate here, and one line saying so.
 
     ``fp32``: the plain eager reference. ``bf16``: bfloat16, refused unless it passes the gate.
-    ``auto``: bf16 where the CPU computes it natively and the gate passed, else fp32 in
-    channels-last memory (the same numbers as fp32, faster on oneDNN).
+    ``auto``: bf16 where the hardware computes it natively (AVX512-BF16/AMX, or a GPU) and the
+    gate passed there, else fp32 in channels-last memory (the same numbers, faster on oneDNN).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}: choose one of {PRECISIONS}.")
-    if precision == "fp32" or device != "cpu":
+    if precision == "fp32":
         log.info("Running %s in plain fp32 (eager)", ckpt_path)
         return TorchPredictor.from_checkpoint(ckpt_path, device)
-    native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    if precision == "auto" and not native:
-        log.info("Running %s in fp32, channels-last (no native bf16 on this CPU)", ckpt_path)
+    if precision == "auto" and not native_bf16(device):
+        log.info("Running %s in fp32, channels-last (no native bf16 on %s)", ckpt_path, device)
         return TorchPredictor.from_checkpoint(ckpt_path, device, "fp32_cl")
     try:
-        result = bf16_gate(ckpt_path, workers)
+        result = bf16_gate(ckpt_path, device, workers)
     except (MissingFileError, ConfigError) as exc:
         if precision == "bf16":
             raise
