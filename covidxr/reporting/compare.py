@@ -170,6 +170,7 @@ def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object
         for metric in REPORT_METRICS:
             values = defined(j.metrics.get(f"{stage}/{metric}") for j in done)
             mean, low, high = mean_interval(values)
+            low, high = max(low, 0.0), min(high, 100.0)  # percentages: clip the t-interval
             if len(done) == 1 and f"{stage}/{metric}_ci_low" in done[0].metrics:
                 low = 100 * done[0].metrics[f"{stage}/{metric}_ci_low"]
                 high = 100 * done[0].metrics[f"{stage}/{metric}_ci_high"]
@@ -208,6 +209,7 @@ def cross_validation(jobs: Sequence[Job]) -> dict[str, object]:
         test = statistics.fmean(j.metrics["oof/images"] for j in folds) if folds else 0.0
         train = statistics.fmean(j.metrics["oof/train_images"] for j in folds) if folds else 0.0
         mean, low, high = corrected_interval(values, test, train)
+        low, high = max(low, 0.0), min(high, 100.0)  # a t-interval knows no metric's bounds
         row[f"cv_{metric}_mean"], row[f"cv_{metric}_ci_low"], row[f"cv_{metric}_ci_high"] = (
             mean,
             low,
