@@ -24,7 +24,7 @@ import numpy as np
 import PIL.Image
 
 from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.groups import SOURCE, group_secret, group_values, pseudonym
+from covidxr.data.groups import SOURCE, connected_groups, group_secret, group_values, pseudonym
 from covidxr.data.layout import DatasetLayout, find_layout
 from covidxr.data.manifest import read_manifest
 from covidxr.utils.errors import DatasetError
@@ -138,23 +138,6 @@ def close_pairs(
             if not within or i < c:
                 pairs.append((i, c, int(distances[r, c])))
     return pairs
-
-
-def connected_groups(count: int, pairs: Iterable[tuple[int, int, int]]) -> list[int]:
-    """Group id (the smallest member index) of each of ``count`` items linked by ``pairs``."""
-    parent = list(range(count))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j, _ in pairs:
-        root_i, root_j = find(i), find(j)
-        if root_i != root_j:
-            parent[max(root_i, root_j)] = min(root_i, root_j)
-    return [find(i) for i in range(count)]
 
 
 @dataclass(frozen=True)

@@ -109,14 +109,9 @@ def pseudonym(value: str, key: str, secret: bytes) -> str:
     return f"{key}:{hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:16]}"
 
 
-def merge_groups(
-    samples: Sequence[Sample], values: Mapping[str, str], key: str, secret: bytes
-) -> tuple[list[Sample], dict[str, str]]:
-    """Samples regrouped so that images sharing a value or a near-duplicate group share one group
-    (connected components), named by its smallest value's pseudonym; and each such group's value
-    (in memory only: ``stratified_split`` orders groups by it, so the split does not depend on
-    the key)."""
-    parent = list(range(len(samples)))
+def connected_groups(count: int, pairs: Iterable[tuple[int, int, int]]) -> list[int]:
+    """Group id (the smallest member index) of each of ``count`` items linked by ``pairs``."""
+    parent = list(range(count))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -124,24 +119,35 @@ def merge_groups(
             i = parent[i]
         return i
 
+    for i, j, _ in pairs:
+        root_i, root_j = find(i), find(j)
+        if root_i != root_j:
+            parent[max(root_i, root_j)] = min(root_i, root_j)
+    return [find(i) for i in range(count)]
+
+
+def merge_groups(
+    samples: Sequence[Sample], values: Mapping[str, str], key: str, secret: bytes
+) -> tuple[list[Sample], dict[str, str]]:
+    """Samples regrouped so that images sharing a value or a near-duplicate group share one group
+    (connected components), named by its smallest value's pseudonym; and each such group's value
+    (in memory only: ``stratified_split`` orders groups by it, so the split does not depend on
+    the key)."""
     first: dict[str, int] = {}
+    links = []
     for i, sample in enumerate(samples):
         for link in (f"v:{values.get(sample.path, '')}", f"g:{sample.group}"):
-            if link in ("v:", "g:"):
-                continue
-            if link in first:
-                parent[find(i)] = find(first[link])
-            else:
-                first[link] = i
+            if link not in ("v:", "g:"):
+                links.append((first.setdefault(link, i), i, 0))
+    component = connected_groups(len(samples), links)
     names: dict[int, str] = {}
     for i, sample in enumerate(samples):
         value = values.get(sample.path, "")
         if value:
-            root = find(i)
-            names[root] = min(names.get(root, value), value)
+            names[component[i]] = min(names.get(component[i], value), value)
     grouped, order_names = [], {}
     for i, sample in enumerate(samples):
-        value = names.get(find(i))
+        value = names.get(component[i])
         if value is not None:
             sample = dataclasses.replace(sample, group=pseudonym(value, key, secret))
             order_names[sample.group] = f"{key}:{value}"
