@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach wandb.ai
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One compute thread per xdist worker (and its subprocesses): two workers with two threads
+    # each on two cores ran the training tests several times slower (oversubscription).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from collections.abc import Iterator
 from pathlib import Path

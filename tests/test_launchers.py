@@ -57,7 +57,6 @@ def test_ray_launcher_requests_the_gpus_of_a_job(tmp_path: Path, data_dir: Path)
     assert cfg.hydra.launcher.ray.remote.num_gpus == 0  # a CPU job asks for no GPU
 
 
-@pytest.mark.slow  # the launcher's config is composed in the fast suite (test_local_launcher_...)
 def test_submitit_local_sweep_equals_the_basic_launchers(tmp_path: Path, data_dir: Path) -> None:
     sweep = ["-m", "experiment=smoke", "seed=1,2"]
     basic, local = tmp_path / "basic", tmp_path / "local"

@@ -83,7 +83,6 @@ def test_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(
     assert best["epoch"] == whole_best["epoch"]
 
 
-@pytest.mark.slow  # SIGKILL resume stays in the fast suite; SIGTERM adds the graceful stop
 def test_sigterm_then_the_same_command_finishes_with_the_same_numbers(
     uninterrupted: Path, tmp_path: Path, data_dir: Path
 ) -> None:

@@ -28,7 +28,7 @@ from covidxr.inference.export import export_module
 from covidxr.inference.fast import quantize_onnx, run_gate, split_images
 from covidxr.inference.predictors import OnnxPredictor, TorchPredictor, batches
 from covidxr.models.module import XRayClassifier
-from covidxr.utils.env import available_cpus, real_data_dir
+from covidxr.utils.env import compute_threads, real_data_dir
 
 Predict = Callable[[torch.Tensor], np.ndarray]
 REFERENCE = "torch eager fp32"
@@ -102,7 +102,7 @@ def bench_predict(
     console: Console,
 ) -> dict:
     """Print the table, write it as JSON to ``output``, return it."""
-    torch.set_num_threads(available_cpus())
+    torch.set_num_threads(compute_threads())
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         model, files, targets, calibration = _inputs(ckpt, images, image_size, tmp)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -138,8 +137,10 @@ def stratified_split(
     """Split each class by ``fractions`` (train, val, test) in a seeded, reproducible order.
 
     Samples of one group (near-duplicates, a patient) land in one split together: groups are
-    ordered by a seeded hash of their name and filled into train, then val, then test, by each
-    class's quota. A sample without a group is a group of its own. ``order_names`` replaces a
+    ordered by a seeded hash of their name, and each goes to the first of train, val, test whose
+    quota (of its class) it still fits; one that fits none goes where most of a quota is left,
+    so a few large groups never leave val or test empty. A sample without a group is a group of
+    its own (alone, the splits are exact prefixes of the seeded order). ``order_names`` replaces a
     group's name in that hash (a patient's ID, held in memory, for a pseudonym whose key differs
     between copies of the data), so the split depends on the data and the seed only.
     """
@@ -158,12 +159,15 @@ def stratified_split(
             key=lambda g: hashlib.sha1(f"{seed}:{names.get(g, g)}".encode()).hexdigest(),
         )
         total = sum(len(members[g]) for g in groups)
-        bounds = list(itertools.accumulate(split_counts(total, fractions)))
-        filled = 0
+        quotas = split_counts(total, fractions)
+        open_splits = [k for k, f in enumerate(fractions) if f > 0]
+        filled = [0] * len(SPLITS)
         for group in groups:
-            name = next((n for n, b in zip(SPLITS, bounds, strict=True) if filled < b), SPLITS[0])
-            splits[name].extend(members[group])
-            filled += len(members[group])
+            size = len(members[group])
+            fits = [k for k in open_splits if filled[k] + size <= quotas[k]]
+            k = fits[0] if fits else max(open_splits, key=lambda k: (quotas[k] - filled[k], -k))
+            splits[SPLITS[k]].extend(members[group])
+            filled[k] += size
     for name in SPLITS:
         sort_samples(splits[name])
     return splits

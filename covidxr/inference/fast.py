@@ -34,7 +34,7 @@ from covidxr.inference.predictors import (
 from covidxr.models.metrics import point_metrics
 from covidxr.models.preprocessing import Preprocessing
 from covidxr.paths import checkpoint_run_dir
-from covidxr.utils.env import available_cpus, cpu_flags
+from covidxr.utils.env import compute_threads, cpu_flags
 from covidxr.utils.errors import ConfigError, MissingFileError, UserError
 from covidxr.utils.io import atomic_path, read_checkpoint, write_json
 
@@ -366,7 +366,7 @@ def load_fast_predictor(
 ) -> TorchPredictor | OnnxPredictor:
     """covidxr-predict's model: an exported ONNX file as it is (int8 if it was quantised, its
     gate in its JSON), a checkpoint in its fastest gated torch form (``fast_torch_predictor``)."""
-    torch.set_num_threads(available_cpus())  # SLURM / cgroup limits, not the machine's cores
+    torch.set_num_threads(compute_threads())  # SLURM / cgroup limits, not the machine's cores
     if Path(path).suffix == ".onnx":
         predictor = load_predictor(path, device)
         gate = json.loads(sidecar(path).read_text()).get("gate")

@@ -23,7 +23,7 @@ from covidxr.data.layout import is_image_file, natural_key
 from covidxr.data.transforms import NormalizeToRGB, build_transform
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import Preprocessing
-from covidxr.utils.env import available_cpus
+from covidxr.utils.env import compute_threads
 from covidxr.utils.errors import CheckpointError, ConfigError, MissingFileError
 
 
@@ -151,7 +151,7 @@ class OnnxPredictor:
         self.preprocessing = Preprocessing.read(sidecar(path))
         try:
             options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = available_cpus()
+            options.intra_op_num_threads = compute_threads()
             self.session = onnxruntime.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )

@@ -43,6 +43,17 @@ def available_cpus() -> int:
     return max(1, min(c for c in counts if c))
 
 
+def compute_threads() -> int:
+    """Threads for computing: ``OMP_NUM_THREADS`` when set (a scheduler's or the user's choice),
+    else every CPU this process may use."""
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    return (
+        min(int(wanted), available_cpus())
+        if wanted.isdigit() and int(wanted) > 0
+        else (available_cpus())
+    )
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (``avx512_bf16``, ``avx512_vnni``, ...) on Linux; empty elsewhere."""
     try:
