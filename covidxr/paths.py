@@ -11,6 +11,8 @@ CONF_DIR = REPO_ROOT / "conf"
 #: In a run folder: the final metrics, and the error of a job that failed (sweeps go on).
 METRICS_FILE = "metrics.json"
 FAILED_FILE = "failed.json"
+#: The record of a stage's predictions, one row per image in dataset order.
+PREDICTIONS_FILE = "predictions_{stage}.csv"
 #: The settings (overrides) a run folder's job was started with: another job never continues it.
 JOB_FILE = "job.json"
 

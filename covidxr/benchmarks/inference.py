@@ -25,7 +25,7 @@ from rich.table import Table
 from covidxr.data.layout import find_layout
 from covidxr.data.synthetic import generate_phantoms
 from covidxr.inference.export import export_module
-from covidxr.inference.fast import quantize_onnx, run_gate, split_images
+from covidxr.inference.fast import quantize_onnx, run_gate, run_splits
 from covidxr.inference.predictors import OnnxPredictor, TorchPredictor, batches
 from covidxr.models.module import XRayClassifier
 from covidxr.utils.env import compute_threads, real_data_dir
@@ -83,9 +83,9 @@ def _inputs(
     and calibration images (the run's training images)."""
     if ckpt is not None:
         model = XRayClassifier.from_checkpoint(ckpt)
-        files, targets = split_images(ckpt, "test")
-        train, _ = split_images(ckpt, "train")
-        return model, files[:images], targets[:images], train[:256]
+        splits = run_splits(ckpt)
+        files, targets = splits["test"]
+        return model, files[:images], targets[:images], splits["train"][0][:256]
     root = real_data_dir() or generate_phantoms(tmp / "phantoms", per_class=images // 2 + 1)
     every = find_layout(root).files
     files = every[:: max(1, len(every) // images)][:images]

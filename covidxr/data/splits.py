@@ -25,9 +25,16 @@ SPLIT_COLUMNS: tuple[str, ...] = ("path", "label", "class", "split")
 GROUP_COLUMN = "group"
 
 
-def seeded_order(items: Iterable[str], seed: int) -> list[str]:
-    """Order strings by a seeded hash: a reproducible shuffle that is stable under insertions."""
-    return sorted(items, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest())
+def seeded_order(
+    items: Iterable[str], seed: int, names: Mapping[str, str] | None = None
+) -> list[str]:
+    """Order strings by a seeded hash: a reproducible shuffle that is stable under insertions.
+    ``names`` replaces an item's name in the hash (a patient's ID, held in memory, for the
+    pseudonym a run records, whose key differs between copies of the data)."""
+    names = names or {}
+    return sorted(
+        items, key=lambda s: hashlib.sha1(f"{seed}:{names.get(s, s)}".encode()).hexdigest()
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,23 @@ def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     return [n - sum(sizes), *sizes]
 
 
+def groups_by_label(
+    samples: Sequence[Sample], seed: int, order_names: Mapping[str, str] | None = None
+) -> tuple[dict[str, list[Sample]], dict[int, list[str]]]:
+    """The samples of each group, and each label's groups in seeded order (``seeded_order`` with
+    ``order_names``); a group's label is the most common of its members'."""
+    members: dict[str, list[Sample]] = {}
+    for s in samples:
+        members.setdefault(s.group_key, []).append(s)
+    by_label: dict[int, list[str]] = {}
+    for group, items in members.items():
+        label = Counter(s.label for s in items).most_common(1)[0][0]
+        by_label.setdefault(label, []).append(group)
+    return members, {
+        label: seeded_order(by_label[label], seed, order_names) for label in sorted(by_label)
+    }
+
+
 def stratified_split(
     samples: Sequence[Sample],
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -140,24 +164,12 @@ def stratified_split(
     ordered by a seeded hash of their name, and each goes to the first of train, val, test whose
     quota (of its class) it still fits; one that fits none goes where most of a quota is left,
     so a few large groups never leave val or test empty. A sample without a group is a group of
-    its own (alone, the splits are exact prefixes of the seeded order). ``order_names`` replaces a
-    group's name in that hash (a patient's ID, held in memory, for a pseudonym whose key differs
-    between copies of the data), so the split depends on the data and the seed only.
+    its own (alone, the splits are exact prefixes of the seeded order). With ``order_names`` (see
+    ``seeded_order``) the split depends on the data and the seed only, not on a pseudonym key.
     """
-    members: dict[str, list[Sample]] = {}
-    for s in samples:
-        members.setdefault(s.group_key, []).append(s)
-    by_label: dict[int, list[str]] = {}
-    for group, items in members.items():
-        label = Counter(s.label for s in items).most_common(1)[0][0]
-        by_label.setdefault(label, []).append(group)
+    members, by_label = groups_by_label(samples, seed, order_names)
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
-    for label in sorted(by_label):
-        names = order_names or {}
-        groups = sorted(
-            by_label[label],
-            key=lambda g: hashlib.sha1(f"{seed}:{names.get(g, g)}".encode()).hexdigest(),
-        )
+    for groups in by_label.values():
         total = sum(len(members[g]) for g in groups)
         quotas = split_counts(total, fractions)
         open_splits = [k for k, f in enumerate(fractions) if f > 0]
@@ -183,22 +195,15 @@ def kfold_split(
     """``(train, val)`` for fold ``fold`` of ``folds``: stratified by class and grouped (a group,
     near-duplicates or a patient, lies in one fold). Groups go, in the seeded order
     ``stratified_split`` uses, to the fold with the fewest images of their class so far."""
-    members: dict[str, list[Sample]] = {}
-    for s in pool:
-        members.setdefault(s.group_key, []).append(s)
-    names = order_names or {}
-    ordered = sorted(
-        members, key=lambda g: hashlib.sha1(f"{seed}:{names.get(g, g)}".encode()).hexdigest()
-    )
-    counts: dict[int, list[int]] = {}
+    members, by_label = groups_by_label(pool, seed, order_names)
     train: list[Sample] = []
     val: list[Sample] = []
-    for group in ordered:
-        label = Counter(s.label for s in members[group]).most_common(1)[0][0]
-        filled = counts.setdefault(label, [0] * folds)
-        target = filled.index(min(filled))
-        filled[target] += len(members[group])
-        (val if target == fold else train).extend(members[group])
+    for groups in by_label.values():
+        filled = [0] * folds
+        for group in groups:
+            target = filled.index(min(filled))
+            filled[target] += len(members[group])
+            (val if target == fold else train).extend(members[group])
     return sort_samples(train), sort_samples(val)
 
 

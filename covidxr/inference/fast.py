@@ -9,7 +9,6 @@ model's JSON, and for torch forms in ``~/.cache/covidxr/gates/`` per checkpoint 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -23,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from covidxr.data.splits import seeded_order
+from covidxr.data.datamodule import SPLIT_FILE
+from covidxr.data.spec import SplitSpec
+from covidxr.data.splits import read_split_csv, seeded_order
 from covidxr.inference.predictors import (
     OnnxPredictor,
     TorchPredictor,
@@ -78,29 +79,24 @@ class GateResult:
         return {**asdict(self), "passed": self.passed}
 
 
-def split_images(ckpt_path: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
-    """The files and labels of a split of the checkpoint's run (its ``split.csv``)."""
-    run = checkpoint_run_dir(ckpt_path)
-    split_file = run / "split.csv"
+def run_splits(ckpt_path: str | os.PathLike) -> dict[str, tuple[list[Path], np.ndarray]]:
+    """The files and labels of each split of the checkpoint's run (its ``split.csv``, read and
+    checked against the data by ``read_split_csv``)."""
+    split_file = checkpoint_run_dir(ckpt_path) / SPLIT_FILE
     if not split_file.is_file():
         raise MissingFileError(
             f"{split_file} is missing: the accuracy gate scores the run's own test images; "
             "keep the checkpoint in its run folder."
         )
     hparams = read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {}
-    root = hparams.get("root") or Path(str(hparams.get("manifest", ""))).parent
-    with split_file.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == split]
-    if not rows:
-        raise ConfigError(f"{split_file} has no {split} images: the accuracy gate needs them.")
-    files = [Path(root) / r["path"] for r in rows]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise MissingFileError(
-            f"{len(missing)} {split} image(s) of {split_file} are not under {root}, e.g. "
-            f"{missing[0]}: the accuracy gate needs the dataset where the run found it."
-        )
-    return files, np.array([int(r["label"]) for r in rows])
+    root = Path(hparams.get("root") or Path(str(hparams.get("manifest", ""))).parent)
+    found = read_split_csv(split_file, root, SplitSpec.from_options(hparams).classes)
+    if not found["test"]:
+        raise ConfigError(f"{split_file} has no test images: the accuracy gate needs them.")
+    return {
+        name: ([root / s.path for s in samples], np.array([s.label for s in samples], dtype=int))
+        for name, samples in found.items()
+    }
 
 
 def score(
@@ -217,10 +213,9 @@ def quantize_onnx(fp32: Path, output: Path, calibration: Sequence[Path], image_s
     return output
 
 
-def calibration_files(ckpt_path: str | os.PathLike, count: int, seed: int) -> list[Path]:
-    """``count`` training images of the checkpoint's run, chosen by ``seed``."""
-    files, _ = split_images(ckpt_path, "train")
-    by_name = {str(f): f for f in files}
+def calibration_files(train_files: Sequence[Path], count: int, seed: int) -> list[Path]:
+    """``count`` of the run's training images, chosen by ``seed``."""
+    by_name = {str(f): f for f in train_files}
     return [by_name[name] for name in seeded_order(by_name, seed)[:count]]
 
 
@@ -237,8 +232,9 @@ def quantize_int8(
     images; written (with its gate in its JSON) only if it passes the accuracy gate."""
     from covidxr.inference.export import export_module
 
-    test_files, targets = split_images(ckpt_path, "test")
-    chosen = calibration_files(ckpt_path, calib_images, seed)
+    splits = run_splits(ckpt_path)
+    test_files, targets = splits["test"]
+    chosen = calibration_files(splits["train"][0], calib_images, seed)
     reference = TorchPredictor.from_checkpoint(ckpt_path)
     prep = reference.preprocessing
     output = Path(output)
@@ -307,7 +303,7 @@ def bf16_gate(ckpt_path: str | os.PathLike, device: str = "cpu", workers: int = 
         found = dict(records[key])
         found.pop("passed", None)
         return GateResult(**found)
-    files, targets = split_images(ckpt_path, "test")
+    files, targets = run_splits(ckpt_path)["test"]
     log.info(
         "Checking bf16 against fp32 on the run's %d test images (once per machine)", len(files)
     )

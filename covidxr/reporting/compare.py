@@ -20,7 +20,7 @@ from pathlib import Path
 
 import scipy.stats
 
-from covidxr.paths import FAILED_FILE, METRICS_FILE
+from covidxr.paths import FAILED_FILE, METRICS_FILE, PREDICTIONS_FILE
 from covidxr.reporting.paired import (
     PAIRED_COLUMNS,
     PairedResult,
@@ -70,9 +70,10 @@ class Job:
         return key
 
     @property
-    def cv_fold(self) -> bool:
-        """A fold of a cross-validation (``data.folds`` set)."""
-        return bool((self.config.get("data") or {}).get("folds"))
+    def fold(self) -> int | None:
+        """The validation fold of a cross-validation job (``data.folds`` set), else None."""
+        data = self.config.get("data") or {}
+        return data.get("fold") if data.get("folds") else None
 
     def override(self, key: str) -> str | None:
         for item in self.overrides:
@@ -169,8 +170,7 @@ def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object
         }
         for metric in REPORT_METRICS:
             values = defined(j.metrics.get(f"{stage}/{metric}") for j in done)
-            mean, low, high = mean_interval(values)
-            low, high = max(low, 0.0), min(high, 100.0)  # percentages: clip the t-interval
+            mean, low, high = percent_interval(*mean_interval(values))
             if len(done) == 1 and f"{stage}/{metric}_ci_low" in done[0].metrics:
                 low = 100 * done[0].metrics[f"{stage}/{metric}_ci_low"]
                 high = 100 * done[0].metrics[f"{stage}/{metric}_ci_high"]
@@ -185,6 +185,11 @@ def summarize(jobs: Sequence[Job], stage: str = "test") -> list[dict[str, object
         row |= cross_validation(done)
         rows.append(row)
     return rows
+
+
+def percent_interval(mean: float, low: float, high: float) -> tuple[float, float, float]:
+    """A t-interval of a percentage clipped to 0..100 (it knows no metric's bounds); NaN kept."""
+    return mean, max(low, 0.0), min(high, 100.0)
 
 
 def corrected_interval(
@@ -208,8 +213,7 @@ def cross_validation(jobs: Sequence[Job]) -> dict[str, object]:
         values = defined(j.metrics.get(f"oof/{metric}") for j in folds)
         test = statistics.fmean(j.metrics["oof/images"] for j in folds) if folds else 0.0
         train = statistics.fmean(j.metrics["oof/train_images"] for j in folds) if folds else 0.0
-        mean, low, high = corrected_interval(values, test, train)
-        low, high = max(low, 0.0), min(high, 100.0)  # a t-interval knows no metric's bounds
+        mean, low, high = percent_interval(*corrected_interval(values, test, train))
         row[f"cv_{metric}_mean"], row[f"cv_{metric}_ci_low"], row[f"cv_{metric}_ci_high"] = (
             mean,
             low,
@@ -271,10 +275,9 @@ def _records(jobs: Sequence[Job], stage: str) -> dict[str, dict[object, Record]]
     keys = varied_keys(jobs)
     found: dict[str, dict[object, Record]] = {}
     for job in jobs:
-        path = job.path / f"predictions_{stage}.csv"
+        path = job.path / PREDICTIONS_FILE.format(stage=stage)
         if job.metrics is not None and path.is_file():
-            fold = (job.config.get("data") or {}).get("fold") if job.cv_fold else None
-            label = job.seed if fold is None else f"{job.seed}/fold{fold}"
+            label = job.seed if job.fold is None else f"{job.seed}/fold{job.fold}"
             found.setdefault(setting_of(job, keys), {})[label] = read_record(path)
     return found
 

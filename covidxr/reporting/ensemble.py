@@ -20,15 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from covidxr.data.datamodule import RadiographyDataModule
+from covidxr.data.datamodule import RadiographyDataModule, run_split_file
 from covidxr.models.metrics import point_metrics
 from covidxr.models.module import XRayClassifier
 from covidxr.models.predictions import Predictions
 from covidxr.models.tta import View
-from covidxr.paths import METRICS_FILE, checkpoint_run_dir
+from covidxr.paths import METRICS_FILE, PREDICTIONS_FILE, checkpoint_run_dir
 from covidxr.reporting.paired import delong
 from covidxr.reporting.run import (
-    PREDICTIONS_FILE,
     print_metrics,
     record_metrics,
     write_predictions,
@@ -75,10 +74,7 @@ def shared_test_split(members: Sequence[Path]) -> Path:
     """The ``split.csv`` every member's run tested on; refuse members tested on other images."""
 
     def test_images(ckpt: Path) -> list[str]:
-        split = checkpoint_run_dir(ckpt) / "split.csv"
-        if not split.is_file():
-            raise MissingFileError(f"{split} is missing: the ensemble pairs members by it.")
-        with split.open(newline="") as fh:
+        with run_split_file(ckpt).open(newline="") as fh:
             return sorted(r["path"] for r in csv.DictReader(fh) if r["split"] == "test")
 
     first = test_images(members[0])
@@ -88,26 +84,36 @@ def shared_test_split(members: Sequence[Path]) -> Path:
                 f"ensemble: {member} was tested on other images than {members[0]} (another seed "
                 "or data options): ensemble runs of one split, e.g. the jobs of one seed."
             )
-    return checkpoint_run_dir(members[0]) / "split.csv"
+    return run_split_file(members[0])
 
 
 @torch.no_grad()
-def score(model: XRayClassifier, loader: DataLoader, tta: Sequence[View] = ()) -> Predictions:
-    """One member's record on the loader's split (its own normalisation and test-time views)."""
+def score(
+    models: Sequence[XRayClassifier], loader: DataLoader, tta: Sequence[View] = ()
+) -> list[Predictions]:
+    """Each member's record on the loader's split (its own normalisation and test-time views);
+    every batch is decoded once and scored by all members."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.eval().to(device)
-    model.tta = tuple(tta)
-    indices, targets, probs = [], [], []
+    for model in models:
+        model.eval().to(device)
+        model.tta = tuple(tta)
+    indices, targets = [], []
+    probs: list[list[torch.Tensor]] = [[] for _ in models]
     for images, target, index in loader:
-        probs.append(model.probabilities(model.normalize(images.to(device))).cpu())
+        images = images.to(device)
+        for out, model in zip(probs, models, strict=True):
+            out.append(model.probabilities(model.normalize(images)).cpu())
         targets.append(target)
         indices.append(index)
     order = torch.cat(indices).argsort()
-    return Predictions(
-        indices=torch.cat(indices)[order].numpy(),
-        targets=torch.cat(targets)[order].numpy(),
-        probs=torch.cat(probs)[order].double().numpy(),
-    )
+    return [
+        Predictions(
+            indices=torch.cat(indices)[order].numpy(),
+            targets=torch.cat(targets)[order].numpy(),
+            probs=torch.cat(member)[order].double().numpy(),
+        )
+        for member in probs
+    ]
 
 
 def ensemble_test(
@@ -127,7 +133,7 @@ def ensemble_test(
                 f"ensemble: {member} predicts {model.class_names}, {members[0]} {names}: "
                 "members must share their classes."
             )
-    records = [score(model, loader, tta) for model in models]
+    records = score(models, loader, tta)
     positive = models[0].positive
     record = Predictions(
         records[0].indices, records[0].targets, np.mean([r.probs for r in records], axis=0)

@@ -23,7 +23,7 @@ from covidxr.data.datamodule import RadiographyDataModule
 from covidxr.data.splits import Sample
 from covidxr.models.module import XRayClassifier
 from covidxr.models.predictions import Predictions
-from covidxr.paths import METRICS_FILE, checkpoint_run_dir
+from covidxr.paths import METRICS_FILE, PREDICTIONS_FILE, checkpoint_run_dir
 from covidxr.reporting.intervals import (
     bootstrap_intervals,
     calibration_error,
@@ -34,8 +34,6 @@ from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
-#: The record of test predictions, one row per test image in dataset order.
-PREDICTIONS_FILE = "predictions_{stage}.csv"
 
 
 def to_floats(metrics: Mapping[str, object]) -> dict[str, float]:
