@@ -110,6 +110,8 @@ def _refusable(kind: str, gray: np.ndarray, folder: Path) -> Path:
     elif kind == "colour":
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.PixelData = np.repeat(gray[..., None], 3, axis=2).tobytes()
+    elif kind == "bomb":  # a header declaring 20,000 x 20,000 pixels over a few kilobytes
+        ds.Rows = ds.Columns = 20_000
     elif kind == "unsupported_syntax":
         ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video
         ds["PixelData"].VR = "OB"
@@ -130,6 +132,7 @@ def _refusable(kind: str, gray: np.ndarray, folder: Path) -> Path:
         ("colour", "colour"),
         ("truncated", "truncated"),
         ("unsupported_syntax", "transfer syntax"),
+        ("bomb", "20,000 x 20,000 pixels, over the limit"),
     ],
 )
 def test_dicom_that_is_not_one_grey_xray_is_refused_naming_it(

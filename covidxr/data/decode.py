@@ -88,10 +88,19 @@ _UPRIGHT = {
 _EXIF_ORIENTATION = 0x0112
 
 
+TOO_MANY = f"over the limit of {MAX_PIXELS:,} (a decompression bomb, or not a chest X-ray)"
+
+
+def oversized(width: int, height: int) -> str | None:
+    """Why an image whose header declares ``width x height`` is refused, or None if it is not."""
+    if width * height > MAX_PIXELS:
+        return f"its header declares {width:,} x {height:,} pixels, {TOO_MANY}"
+    return None
+
+
 def read_header(path: str | os.PathLike, buffer: np.ndarray) -> int:
     """Check the declared size before decoding (refusing more than ``MAX_PIXELS``) and return
     the EXIF orientation (1 = upright)."""
-    too_many = f"over the limit of {MAX_PIXELS:,} (a decompression bomb, or not a chest X-ray)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
@@ -100,14 +109,13 @@ def read_header(path: str | os.PathLike, buffer: np.ndarray) -> int:
                 orientation = int(header.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except PIL.Image.DecompressionBombError as exc:
         raise UnreadableImageError(
-            path, f"its header declares too many pixels, {too_many}"
+            path, f"its header declares too many pixels, {TOO_MANY}"
         ) from exc
     except Exception:  # a format PIL does not know, or a broken header: OpenCV decides
         return 1
-    if width * height > MAX_PIXELS:
-        raise UnreadableImageError(
-            path, f"its header declares {width:,} x {height:,} pixels, {too_many}"
-        )
+    reason = oversized(width, height)
+    if reason:
+        raise UnreadableImageError(path, reason)
     return orientation
 
 
@@ -142,7 +150,7 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImageError(path, "the file is empty (0 bytes)")
     if is_dicom(buffer, path):
         try:
-            return dicom_to_gray(buffer)
+            return dicom_to_gray(buffer, oversized)
         except DicomError as exc:
             raise UnreadableImageError(path, str(exc)) from exc
     orientation = read_header(path, buffer)

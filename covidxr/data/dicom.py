@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -99,11 +99,17 @@ def _pixels(ds) -> np.ndarray:
         raise DicomError(f"its pixel data is damaged or truncated ({exc})") from exc
 
 
-def dicom_to_gray(buffer: bytes | np.ndarray) -> np.ndarray:
-    """Decode a DICOM file's bytes to HxW uint8 grey, or raise ``DicomError`` saying why."""
+def dicom_to_gray(
+    buffer: bytes | np.ndarray, oversized: Callable[[int, int], str | None] = lambda w, h: None
+) -> np.ndarray:
+    """Decode a DICOM file's bytes to HxW uint8 grey, or raise ``DicomError`` saying why.
+    ``oversized(columns, rows)`` names a declared size to refuse before the pixels are read."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     ds = _dataset(buffer)
+    reason = oversized(int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0))
+    if reason:
+        raise DicomError(reason)
     if "PixelData" not in ds:
         kinds = "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
         raise DicomError(
