@@ -9,6 +9,9 @@ PYTEST_ARGS ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
+# The benchmarks' real X-rays: a copy of the database beside the checkout, where there is one.
+DEV_REAL_DATA := $(abspath $(CURDIR)/../shared/data/covid-radiography-224)
+export COVIDXR_REAL_DATA ?= $(if $(wildcard $(DEV_REAL_DATA)),$(DEV_REAL_DATA),)
 
 .DEFAULT_GOAL := help
 SMOKE_DIR ?= logs/smoke/latest

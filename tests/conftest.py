@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never reach wandb.ai
+#: The development copy of the real database, beside the checkout (a user's machine lacks it).
+DEV_REAL_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+os.environ.setdefault(
+    "COVIDXR_REAL_DATA", os.path.abspath(os.path.join(DEV_REAL_DATA, "covid-radiography-224"))
+)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One compute thread per xdist worker (and its subprocesses): two workers with two threads
     # each on two cores ran the training tests several times slower (oversubscription).
@@ -22,9 +27,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from covidxr.cli import register_configs
-from covidxr.data.synthetic import generate_phantoms
+from covidxr.data.phantoms.synthetic import generate_phantoms
 from covidxr.paths import CONF_DIR
-from covidxr.utils.env import DEFAULT_REAL_DATA, real_data_dir
+from covidxr.utils.env import real_data_dir
 
 register_configs()
 
@@ -52,7 +57,8 @@ def real_data() -> Path:
     root = real_data_dir()
     if root is None:
         pytest.skip(
-            f"real chest X-rays not found at {DEFAULT_REAL_DATA} (set COVIDXR_REAL_DATA to a copy "
+            f"real chest X-rays not found at {os.environ['COVIDXR_REAL_DATA']} (set "
+            "COVIDXR_REAL_DATA to a copy "
             "of the database in its current Kaggle layout to run this test)"
         )
     return root

@@ -2,7 +2,7 @@
 back through a cycle (read from the source with ``ast``, so lazy imports count too).
 
 Layers, bottom to top: ``paths`` and ``utils`` (no domain imports) -> ``data``, ``weights`` ->
-``models`` -> ``inference``, ``reporting`` -> ``benchmarks`` (they measure the inference paths
+``models`` -> ``inference`` -> ``reporting`` -> ``benchmarks`` (they measure the inference paths
 too) -> ``cli``. Rooms on one layer do not import each other.
 """
 
@@ -18,15 +18,18 @@ PACKAGE = Path(covidxr.__file__).parent
 LAYERS = {
     "covidxr": 0,  # the package's own __init__
     "paths": 0,
+    "run_folder": 0,
     "utils": 0,
     "data": 1,
     "weights": 1,
     "models": 2,
     "inference": 3,
-    "reporting": 3,
-    "benchmarks": 4,
-    "cli": 5,
+    "reporting": 4,  # a report may score a model in any of its forms
+    "benchmarks": 5,
+    "cli": 6,
 }
+#: Inside ``data``: reading files, then forming splits (and making phantoms), then loading.
+DATA_LAYERS = {"formats": 0, "splitting": 1, "phantoms": 1, "loading": 2}
 Graph = dict[str, set[str]]
 
 
@@ -104,6 +107,19 @@ def cycles(graph: Graph) -> list[list[str]]:
     return found
 
 
+def data_violations(graph: Graph) -> list[str]:
+    """Inside ``data``: imports of a higher sub-package, or of another one on the same layer."""
+    found = []
+    for source, targets in graph.items():
+        for target in targets:
+            a, b = source.split("."), target.split(".")
+            if a[1:2] != ["data"] or b[1:2] != ["data"] or len(a) < 4 or len(b) < 4:
+                continue
+            if a[2] != b[2] and DATA_LAYERS[b[2]] >= DATA_LAYERS[a[2]]:
+                found.append(f"{source} ({a[2]}) imports {target} ({b[2]})")
+    return sorted(found)
+
+
 def rooms_of(modules: Iterable[str]) -> set[str]:
     return {room(m) for m in modules}
 
@@ -116,6 +132,14 @@ def test_imports_only_go_down_the_layers() -> None:
     assert layer_violations(import_graph()) == []
 
 
+def test_data_sub_packages_import_downwards() -> None:
+    graph = import_graph()
+    subs = {m.split(".")[2] for m in graph if m.startswith("covidxr.data.") and m.count(".") >= 3}
+    assert subs == set(DATA_LAYERS)
+    assert data_violations(graph) == []
+    assert data_violations({"covidxr.data.formats.x": {"covidxr.data.loading.y"}}) != []
+
+
 def test_no_import_cycle() -> None:
     assert cycles(import_graph()) == []
 
@@ -123,16 +147,19 @@ def test_no_import_cycle() -> None:
 def test_utils_imports_nothing_of_the_domain() -> None:
     graph = import_graph()
     imported = {t for m, ts in graph.items() if room(m) == "utils" for t in ts}
-    assert rooms_of(imported) <= {"utils", "paths"}
+    assert rooms_of(imported) <= {"utils", "paths", "run_folder"}
 
 
 def test_the_checks_catch_what_they_guard() -> None:
     """A graph with an upward import, a same-layer import and a cycle is flagged."""
     graph = {
-        "covidxr.utils.io": {"covidxr.data.index"},
-        "covidxr.data.index": {"covidxr.weights.registry", "covidxr.data.audit"},
-        "covidxr.data.audit": {"covidxr.data.index"},
+        "covidxr.utils.io": {"covidxr.data.splitting.index"},
+        "covidxr.data.splitting.index": {
+            "covidxr.weights.registry",
+            "covidxr.data.splitting.audit",
+        },
+        "covidxr.data.splitting.audit": {"covidxr.data.splitting.index"},
         "covidxr.weights.registry": set(),
     }
     assert len(layer_violations(graph)) == 2
-    assert cycles(graph) == [["covidxr.data.audit", "covidxr.data.index"]]
+    assert cycles(graph) == [["covidxr.data.splitting.audit", "covidxr.data.splitting.index"]]

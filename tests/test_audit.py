@@ -11,10 +11,10 @@ import cv2
 import pytest
 
 from covidxr.cli import data as data_cli
-from covidxr.data.audit import audit
-from covidxr.data.index import build_index
-from covidxr.data.spec import SplitSpec
-from covidxr.data.synthetic import generate_phantoms
+from covidxr.data.phantoms.synthetic import generate_phantoms
+from covidxr.data.splitting.audit import audit
+from covidxr.data.splitting.index import build_index
+from covidxr.data.splitting.spec import SplitSpec
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,10 @@ from test_multirun import job_dirs, run_cli
 from torchvision.models import resnet50
 
 from covidxr.cli import report as report_cli
-from covidxr.reporting.compare import REPORT_METRICS, find_jobs, paired_difference, write_report
+from covidxr.models.metrics import METRIC_NAMES
+from covidxr.reporting.compare import write_report
+from covidxr.reporting.jobs import find_jobs
+from covidxr.reporting.paired_runs import paired_difference
 from covidxr.utils.config import run_group
 from covidxr.utils.env import wandb_offline
 
@@ -54,7 +57,7 @@ def test_report_has_a_row_per_backbone_and_marks_the_failed_jobs(
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     by_backbone = {r["backbone"]: r for r in rows}
     assert set(by_backbone) == {"random", "file:resnet50.pth", "inat2021_sup"}
-    for metric in REPORT_METRICS:
+    for metric in METRIC_NAMES:
         assert {f"{metric}_mean", f"{metric}_std"} <= set(rows[0])
     assert by_backbone["random"]["runs"] == "2" and by_backbone["random"]["seeds"] == "1 2"
     assert by_backbone["inat2021_sup"]["runs"] == "0"
@@ -172,9 +175,9 @@ def fake_run(folder: Path, overrides: list[str], seed: int, metrics: dict[str, f
     config = {"seed": seed, "backbone": {"key": "random"}}
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}"]))
-    full = {f"test/{m}": metrics.get(m, 0.5) for m in REPORT_METRICS}
-    full |= {f"test/{m}_ci_low": full[f"test/{m}"] - 0.05 for m in REPORT_METRICS}
-    full |= {f"test/{m}_ci_high": full[f"test/{m}"] + 0.05 for m in REPORT_METRICS}
+    full = {f"test/{m}": metrics.get(m, 0.5) for m in METRIC_NAMES}
+    full |= {f"test/{m}_ci_low": full[f"test/{m}"] - 0.05 for m in METRIC_NAMES}
+    full |= {f"test/{m}_ci_high": full[f"test/{m}"] + 0.05 for m in METRIC_NAMES}
     (folder / "metrics.json").write_text(json.dumps(full))
 
 

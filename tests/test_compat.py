@@ -17,7 +17,7 @@ import torch
 from conftest import compose_config
 
 from covidxr.cli.eval import evaluate
-from covidxr.data.datamodule import SyntheticDataModule
+from covidxr.data.loading.datamodule import SyntheticDataModule
 from covidxr.inference.predictors import TorchPredictor
 from covidxr.models.module import XRayClassifier
 from covidxr.weights.registry import IMAGENET_MEAN, IMAGENET_STD

@@ -12,8 +12,8 @@ from conftest import write_png
 from covidxr.cli import bench
 from covidxr.cli import data as data_cli
 from covidxr.cli import synth as synth_cli
-from covidxr.data.decode import read_gray
-from covidxr.data.layout import find_layout
+from covidxr.data.formats.decode import read_gray
+from covidxr.data.formats.layout import find_layout
 
 
 def digest(root: Path) -> str:

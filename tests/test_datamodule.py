@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from covidxr.data.datamodule import RadiographyDataModule, SyntheticDataModule
-from covidxr.data.synthetic import MANIFEST
-from covidxr.data.transforms import NormalizeToRGB, build_transform
+from covidxr.data.loading.datamodule import RadiographyDataModule, SyntheticDataModule
+from covidxr.data.loading.transforms import NormalizeToRGB, build_transform
+from covidxr.data.phantoms.synthetic import MANIFEST
 from covidxr.utils.config import load_augmentations
 from covidxr.utils.errors import DatasetError
 from covidxr.weights.registry import IMAGENET_MEAN, IMAGENET_STD
@@ -114,7 +114,7 @@ def test_augmentation_changes_training_images_only(phantoms: Path) -> None:
 
 
 def test_weighted_sampler_balances_batches(tmp_path: Path) -> None:
-    from covidxr.data.synthetic import generate_phantoms
+    from covidxr.data.phantoms.synthetic import generate_phantoms
 
     root = generate_phantoms(tmp_path / "d", per_class=40, size=32)
     # Make the training set imbalanced 10:40 through a saved split.
@@ -177,7 +177,7 @@ def test_lung_masks_of_another_size_are_resized_nearest(tmp_path: Path) -> None:
     resize's (a bilinear resize would blur its edges into a different outline)."""
     import cv2
 
-    from covidxr.data.occlusion import Occluder
+    from covidxr.data.loading.occlusion import Occluder
 
     mask = np.zeros((5, 7), np.uint8)
     mask[1:4, 2:6] = 255
@@ -192,7 +192,7 @@ def test_lung_masks_of_another_size_are_resized_nearest(tmp_path: Path) -> None:
 
 
 def test_a_broken_lung_mask_is_named_before_training(tmp_path: Path) -> None:
-    from covidxr.data.synthetic import generate_phantoms
+    from covidxr.data.phantoms.synthetic import generate_phantoms
 
     root = generate_phantoms(tmp_path / "d", per_class=6, classes=("COVID", "Normal"), size=32)
     mask = root / "Normal" / "masks" / "Normal-3.png"

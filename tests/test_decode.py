@@ -13,10 +13,10 @@ from conftest import write_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from covidxr.data.datamodule import RadiographyDataModule
-from covidxr.data.decode import UnreadableImageError, read_gray, scan_unreadable
-from covidxr.data.index import build_index
-from covidxr.data.spec import SplitSpec
+from covidxr.data.formats.decode import UnreadableImageError, read_gray, scan_unreadable
+from covidxr.data.loading.datamodule import RadiographyDataModule
+from covidxr.data.splitting.index import build_index
+from covidxr.data.splitting.spec import SplitSpec
 from covidxr.utils.errors import DatasetError
 
 

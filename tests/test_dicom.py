@@ -20,11 +20,11 @@ from conftest import compose_config
 
 from covidxr.cli.data import main as data_main
 from covidxr.cli.train import train
-from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.dicom import write_dicom
-from covidxr.data.index import build_index
-from covidxr.data.spec import SplitSpec
-from covidxr.data.synthetic import generate_phantoms, phantom_patients
+from covidxr.data.formats.decode import UnreadableImageError, read_gray
+from covidxr.data.formats.dicom import write_dicom
+from covidxr.data.phantoms.synthetic import generate_phantoms, phantom_patients
+from covidxr.data.splitting.index import build_index
+from covidxr.data.splitting.spec import SplitSpec
 from covidxr.utils.env import real_data_dir
 from covidxr.utils.errors import ConfigError, DatasetError
 
@@ -350,7 +350,7 @@ def test_no_patient_identifier_leaves_the_data_folder(
 def test_a_read_only_dataset_keeps_its_key_in_the_users_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
-    from covidxr.data.groups import KEY_ENV, KEY_FILE, group_secret
+    from covidxr.data.splitting.groups import KEY_ENV, KEY_FILE, group_secret
 
     monkeypatch.delenv(KEY_ENV, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

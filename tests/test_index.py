@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import write_png
 
-from covidxr.data.classes import normalize_class_name
-from covidxr.data.index import build_index
-from covidxr.data.layout import find_layout
-from covidxr.data.spec import SplitSpec
-from covidxr.data.splits import read_split_csv, select_files, stratified_split
+from covidxr.data.formats.classes import normalize_class_name
+from covidxr.data.formats.layout import find_layout
+from covidxr.data.splitting.index import build_index
+from covidxr.data.splitting.spec import SplitSpec
+from covidxr.data.splitting.splits import read_split_csv, select_files, stratified_split
 from covidxr.utils.errors import ConfigError, DatasetError
 
 

@@ -95,8 +95,8 @@ def test_seeds_combine_by_a_paired_t_interval() -> None:
 def test_folds_keep_groups_share_the_test_split_and_cover_the_pool(phantoms) -> None:
     from collections import Counter
 
-    from covidxr.data.index import build_index
-    from covidxr.data.spec import SplitSpec
+    from covidxr.data.splitting.index import build_index
+    from covidxr.data.splitting.spec import SplitSpec
 
     base = dict(classes=["COVID", "Normal"], seed=3, dedup="group")
     plain = build_index(phantoms, SplitSpec(**base))
@@ -117,11 +117,12 @@ def test_folds_keep_groups_share_the_test_split_and_cover_the_pool(phantoms) -> 
 
 
 def test_corrected_interval_is_wider_than_the_naive_one() -> None:
-    from covidxr.reporting.compare import corrected_interval, mean_interval
+    from covidxr.reporting.intervals import t_interval
+    from covidxr.reporting.summary import corrected_interval
 
     values = [80.0, 84.0, 82.0, 85.0, 79.0]
     mean, low, high = corrected_interval(values, test_size=20, train_size=80)
-    naive = mean_interval(values)
+    naive = t_interval(values)
     assert mean == pytest.approx(82.0) and low < naive[1] and high > naive[2]
     factor = math.sqrt((1 / 5 + 20 / 80) / (1 / 5))
     assert (high - mean) == pytest.approx((naive[2] - mean) * factor)

@@ -12,7 +12,7 @@ from conftest import compose_config
 from test_multirun import run_cli
 
 from covidxr.cli.train import train
-from covidxr.data.sampling import EpochSampler
+from covidxr.data.loading.sampling import EpochSampler
 
 # Augmented (the default pipeline), two epochs, tiny: what must repeat exactly.
 RUN = [

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from test_multirun import run_cli
 
-from covidxr.reporting.compare import find_jobs, summarize, write_report
+from covidxr.reporting.compare import write_report
+from covidxr.reporting.jobs import find_jobs
+from covidxr.reporting.summary import summarize
 
 # 96 px phantoms at 48 px, 8 epochs: about 40 s a run on 2 CPU cores.
 RECIPE = [

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from covidxr.data.index import build_index
-from covidxr.data.layout import find_layout
-from covidxr.data.sources import read_sources, source_of
-from covidxr.data.spec import SplitSpec
-from covidxr.data.synthetic import generate_phantoms
+from covidxr.data.formats.layout import find_layout
+from covidxr.data.formats.sources import read_sources, source_of
+from covidxr.data.phantoms.synthetic import generate_phantoms
+from covidxr.data.splitting.index import build_index
+from covidxr.data.splitting.spec import SplitSpec
 from covidxr.utils.errors import DatasetError
 
 

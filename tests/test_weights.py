@@ -18,7 +18,7 @@ from conftest import compose_config
 from torchvision.models import resnet18
 
 from covidxr.cli import weights as weights_cli
-from covidxr.data.transforms import NormalizeToRGB
+from covidxr.data.loading.transforms import NormalizeToRGB
 from covidxr.models.backbone import build_backbone, resnet50_trunk
 from covidxr.paths import CONF_DIR, REPO_ROOT
 from covidxr.weights import store as weights_store
@@ -432,3 +432,34 @@ def test_a_file_that_is_no_checkpoint_never_gets_unsafe_advice(tmp_path: Path, c
     assert weights_cli.main(["verify", "imagenet", "--file", str(path)]) == 1
     err = capsys.readouterr().err
     assert "notes.pth" in err and "weights_only=False" not in err
+
+
+def test_every_weight_states_its_licence_and_checkpoints_carry_it() -> None:
+    from covidxr.models.module import XRayClassifier
+
+    assert all(spec.licence.strip() for spec in REGISTRY.values())
+    assert REGISTRY["moco_v1"].licence.startswith("CC-BY-NC 4.0")
+    assert REGISTRY["moco_v2"].licence.startswith("CC-BY-NC 4.0")
+    model = XRayClassifier(backbone=REGISTRY["random"].config(), image_size=64)
+    assert model.hparams.backbone["licence"] == REGISTRY["random"].licence
+
+
+def test_a_weight_fed_another_size_than_it_was_trained_at_says_so(caplog) -> None:
+    from omegaconf import OmegaConf
+
+    from covidxr.models.options import note_native_size
+
+    xrv = REGISTRY["xrv_resnet50_res512_all"].config()
+    at = {
+        size: OmegaConf.create({"backbone": xrv, "data": {"image_size": size}})
+        for size in (224, 512)
+    }
+    with caplog.at_level("WARNING"):
+        note = note_native_size(at[224])
+    assert "trained at 512 px" in note and "data.image_size=512" in note
+    assert note in caplog.text
+    assert note_native_size(at[512]) is None
+    imagenet = OmegaConf.create(
+        {"backbone": REGISTRY["imagenet"].config(), "data": {"image_size": 224}}
+    )
+    assert note_native_size(imagenet) is None

@@ -9,7 +9,6 @@ for decoded images.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import resource
 import tempfile
@@ -22,16 +21,29 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from covidxr.data.layout import find_layout
-from covidxr.data.synthetic import generate_phantoms
-from covidxr.inference.export import export_module
-from covidxr.inference.fast import quantize_onnx, run_gate, run_splits
-from covidxr.inference.predictors import OnnxPredictor, TorchPredictor, batches
+from covidxr.data.formats.layout import find_layout
+from covidxr.data.phantoms.synthetic import generate_phantoms
+from covidxr.inference.forms import FORMS, build
+from covidxr.inference.gate import compare_forms, run_splits
+from covidxr.inference.inputs import batches
 from covidxr.models.module import XRayClassifier
 from covidxr.utils.env import compute_threads, real_data_dir
 
 Predict = Callable[[torch.Tensor], np.ndarray]
-REFERENCE = "torch eager fp32"
+#: How each row and precision of the table of forms is named in the benchmark's table.
+LABELS = {
+    ("checkpoint", "fp32"): "torch eager fp32",
+    ("checkpoint", "fp32_cl"): "torch channels_last fp32",
+    ("checkpoint", "bf16"): "torch channels_last + bf16",
+    ("onnx", "fp32"): "ONNX Runtime fp32",
+    ("onnx", "int8"): "ONNX Runtime int8 (QDQ)",
+    ("pt2", "fp32"): "torch.export program fp32",
+}
+REFERENCE = LABELS["checkpoint", "fp32"]
+
+
+def label(form: str, precision: str) -> str:
+    return LABELS.get((form, precision), f"{form} {precision}")
 
 
 def reset_peak() -> None:
@@ -86,7 +98,12 @@ def _inputs(
         splits = run_splits(ckpt)
         files, targets = splits["test"]
         return model, files[:images], targets[:images], splits["train"][0][:256]
-    root = real_data_dir() or generate_phantoms(tmp / "phantoms", per_class=images // 2 + 1)
+    root = real_data_dir()
+    if root is None:
+        print("COVIDXR_REAL_DATA is not set: benchmarking an untrained model on phantoms.")
+        root = generate_phantoms(tmp / "phantoms", per_class=images // 2 + 1)
+    else:
+        print(f"Benchmarking an untrained model on the real X-rays in {root} (COVIDXR_REAL_DATA).")
     every = find_layout(root).files
     files = every[:: max(1, len(every) // images)][:images]
     return XRayClassifier(image_size=image_size), files, None, files[:256]
@@ -111,33 +128,23 @@ def bench_predict(
         start = time.perf_counter()
         decoded = [b for b, _, _ in batches(files, size, batch_size, 0)]
         decode_rate = len(files) / (time.perf_counter() - start)
-        fp32 = export_module(
-            TorchPredictor(copy.deepcopy(model)).module, prep, "onnx", tmp / "fp32.onnx", 17
-        )
-        int8 = quantize_onnx(fp32, tmp / "int8.onnx", calibration, size)
-        prep.write(tmp / "int8.onnx.json")
-        paths: dict[str, Callable[[], Predict]] = {
-            REFERENCE: lambda: TorchPredictor(copy.deepcopy(model), form="fp32"),
-            "torch channels_last fp32": lambda: TorchPredictor(
-                copy.deepcopy(model), form="fp32_cl"
-            ),
-            "torch channels_last + bf16": lambda: TorchPredictor(copy.deepcopy(model), form="bf16"),
-            "ONNX Runtime fp32": lambda: OnnxPredictor(fp32),
-            "ONNX Runtime int8 (QDQ)": lambda: OnnxPredictor(int8),
-        }
-        rows, outputs = {}, {}
-        for name, make in paths.items():
-            reset_peak()
-            predict = make()
-            rate, outputs[name] = model_only(predict, decoded)
-            e2e, waiting = end_to_end(predict, files, size, batch_size, workers)
-            rows[name] = {
-                "model_only_images_per_s": rate,
-                "end_to_end_images_per_s": e2e,
-                "waiting_for_decode_share": waiting,
-                "peak_rss_mb": peak_mb(),
-            }
-            del predict
+        rows, outputs, gated = {}, {}, []
+        for form in FORMS.values():  # every row of the table of forms, in each precision
+            for precision in form.runs():
+                name = label(form.name, precision)
+                if precision in form.gated:
+                    gated.append(name)
+                reset_peak()
+                predict = build(form, model, precision, tmp, calibration)
+                rate, outputs[name] = model_only(predict, decoded)
+                e2e, waiting = end_to_end(predict, files, size, batch_size, workers)
+                rows[name] = {
+                    "model_only_images_per_s": rate,
+                    "end_to_end_images_per_s": e2e,
+                    "waiting_for_decode_share": waiting,
+                    "peak_rss_mb": peak_mb(),
+                }
+                del predict
     reference = rows[REFERENCE]
     for row in rows.values():
         row["end_to_end_vs_eager_fp32"] = (
@@ -148,8 +155,8 @@ def bench_predict(
         )
     gates = {}
     if targets is not None:
-        for name in ("torch channels_last + bf16", "ONNX Runtime int8 (QDQ)"):
-            gate = run_gate(name, outputs[REFERENCE], outputs[name], targets, prep)
+        for name in gated:
+            gate = compare_forms(name, outputs[REFERENCE], outputs[name], targets, prep)
             gates[name] = gate.as_dict()
     result = {
         "images": len(files),

@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from covidxr.data.datamodule import XRayDataset
-from covidxr.data.decode import read_gray
-from covidxr.data.dicom import write_dicom
-from covidxr.data.groups import group_values
-from covidxr.data.layout import DatasetLayout, find_layout
-from covidxr.data.splits import Sample
-from covidxr.data.synthetic import generate_phantoms
-from covidxr.data.transforms import NormalizeToRGB, build_transform
+from covidxr.data.formats.decode import read_gray
+from covidxr.data.formats.dicom import write_dicom
+from covidxr.data.formats.layout import DatasetLayout, find_layout
+from covidxr.data.loading.datamodule import XRayDataset
+from covidxr.data.loading.transforms import NormalizeToRGB, build_transform
+from covidxr.data.phantoms.synthetic import generate_phantoms
+from covidxr.data.splitting.groups import group_values
+from covidxr.data.splitting.splits import Sample
 from covidxr.utils.config import load_augmentations
 from covidxr.utils.env import real_data_dir
 from covidxr.weights.registry import IMAGENET_MEAN, IMAGENET_STD
@@ -77,8 +77,12 @@ def bench_data(
     with tempfile.TemporaryDirectory() as tmp:
         if root is None:
             root = real_data_dir()
+            if root is not None:
+                console.print(f"Real X-rays from COVIDXR_REAL_DATA: {root}", highlight=False)
         if root is None:
-            console.print("Real data not found: benchmarking on 2 x 256 synthetic phantoms.")
+            console.print(
+                "COVIDXR_REAL_DATA is not set: benchmarking on 2 x 256 synthetic phantoms."
+            )
             root = generate_phantoms(Path(tmp) / "phantoms", per_class=256, size=224)
         layout = find_layout(root)
         samples = [

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from covidxr.data.datamodule import RadiographyDataModule
-from covidxr.data.synthetic import generate_phantoms
+from covidxr.data.loading.datamodule import RadiographyDataModule
+from covidxr.data.phantoms.synthetic import generate_phantoms
 from covidxr.models.module import XRayClassifier
 from covidxr.utils.config import load_augmentations
 from covidxr.utils.env import real_data_dir

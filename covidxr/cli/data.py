@@ -16,10 +16,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from covidxr.data.audit import DEFAULT_THRESHOLD, audit, contact_sheet, write_pairs
-from covidxr.data.decode import find_unreadable
-from covidxr.data.layout import DatasetLayout, find_layout
-from covidxr.data.manifest import read_manifest
+from covidxr.data.formats.decode import find_unreadable
+from covidxr.data.formats.layout import DatasetLayout, find_layout
+from covidxr.data.formats.manifest import read_manifest
+from covidxr.data.splitting.audit import DEFAULT_THRESHOLD, audit, contact_sheet, write_pairs
 from covidxr.utils.errors import ConfigError, DatasetError, MissingFileError
 
 

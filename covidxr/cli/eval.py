@@ -24,13 +24,16 @@ import lightning as L
 from omegaconf import DictConfig
 
 from covidxr.cli import register_configs
-from covidxr.data.datamodule import RadiographyDataModule
+from covidxr.data.loading.datamodule import RadiographyDataModule
+from covidxr.inference.forms import CHECKPOINT, form_of
 from covidxr.inference.gradcam import write_test_cam_grid
 from covidxr.inference.threshold import save_threshold
 from covidxr.models.module import XRayClassifier
 from covidxr.models.tta import resolve_views
-from covidxr.paths import CONF_DIR, METRICS_FILE
+from covidxr.paths import CONF_DIR
 from covidxr.reporting.ensemble import ensemble_members, ensemble_test, shared_test_split
+from covidxr.reporting.exported import evaluate_exported
+from covidxr.reporting.options import check_eval
 from covidxr.reporting.run import (
     compare_with_training_run,
     external_test,
@@ -38,10 +41,10 @@ from covidxr.reporting.run import (
     test_and_report,
 )
 from covidxr.reporting.wandb_plots import log_image
-from covidxr.utils.errors import report_user_errors
+from covidxr.run_folder import RunFolder
+from covidxr.utils.errors import ConfigError, report_user_errors
 from covidxr.utils.io import write_json
 from covidxr.utils.runner import build_trainer, output_dir, task_wrapper
-from covidxr.utils.validate import check_eval
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ensemble"):
         return evaluate_ensemble(cfg)
     ckpt_path = Path(cfg.ckpt_path)
+    if form_of(ckpt_path) is not CHECKPOINT:
+        needs = [k for k in ("tta", "cam_samples", "external", "target_sensitivity") if cfg.get(k)]
+        if needs:
+            raise ConfigError(
+                f"{needs[0]}= needs the checkpoint (.ckpt): {ckpt_path} is an exported "
+                f"{form_of(ckpt_path).name} file."
+            )
+        return evaluate_exported(
+            ckpt_path, cfg.data, cfg.split_file, output_dir(), cfg.get("strict", False)
+        )
     model = XRayClassifier.from_checkpoint(ckpt_path)
     model.tta = resolve_views(cfg.get("tta"))
     log.info("Testing %s in fp32, eager: the reference precision (the run's numbers)", ckpt_path)
@@ -90,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             datamodule.datasets["test"],
             model.test_predictions,
             int(cfg.cam_samples),
-            output_dir() / "cam_grid.png",
+            RunFolder(output_dir()).cam_grid,
         )
         log_image(trainer, "test/grad_cam", grid)
         extra |= energy
@@ -98,7 +111,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         extra |= external_test(trainer, model, external, output_dir())
     if extra:  # metrics.json and the table once more, with what followed the test
         metrics |= extra
-        write_json(output_dir() / METRICS_FILE, dict(sorted(metrics.items())))
+        write_json(RunFolder(output_dir()).metrics, dict(sorted(metrics.items())))
         print_metrics(metrics, output_dir())
     if cfg.get("target_sensitivity"):
         metrics["val/threshold"] = save_threshold(

@@ -21,14 +21,15 @@ from omegaconf import DictConfig
 from rich.progress import Progress
 
 from covidxr.cli import register_configs
-from covidxr.data.decode import read_gray
-from covidxr.inference.fast import load_fast_predictor
-from covidxr.inference.predictors import TorchPredictor, batches, expand_inputs
+from covidxr.data.formats.decode import read_gray
+from covidxr.inference.forms import load_model
+from covidxr.inference.inputs import batches, expand_inputs
+from covidxr.inference.options import check_predict
+from covidxr.inference.predictors import Predictor, TorchPredictor
 from covidxr.models.tta import View, averaged, resolve_views
 from covidxr.paths import CONF_DIR
 from covidxr.utils.errors import ConfigError, report_user_errors
 from covidxr.utils.io import atomic_write, check_new_output
-from covidxr.utils.validate import check_predict
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def cam_paths(files: Sequence[Path], cam_dir: Path) -> list[Path]:
 
 
 def predict_files(
-    predictor,
+    predictor: Predictor,
     files: list[Path],
     output: str | os.PathLike,
     threshold: float | None = None,
@@ -80,7 +81,9 @@ def predict_files(
     return failed
 
 
-def write_cams(predictor, images, labels, targets: list[tuple[Path, Path]], errors) -> None:
+def write_cams(
+    predictor: Predictor, images, labels, targets: list[tuple[Path, Path]], errors
+) -> None:
     """A Grad-CAM overlay for each readable image: ``targets`` pairs its file and overlay path."""
     from covidxr.inference.gradcam import grad_cam, save_overlay
 
@@ -121,9 +124,7 @@ def inputs_and_outputs(cfg: DictConfig) -> tuple[Path, Path | None, list[Path]]:
 def main(cfg: DictConfig) -> None:
     check_predict(cfg)
     output, cam_dir, files = inputs_and_outputs(cfg)
-    predictor = load_fast_predictor(
-        cfg.ckpt_path, cfg.get("precision", "auto"), cfg.device, cfg.num_workers
-    )
+    predictor = load_model(cfg.ckpt_path, cfg.get("precision", "auto"), cfg.device, cfg.num_workers)
     failed = predict_files(
         predictor,
         files,

@@ -15,7 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from covidxr.reporting.compare import find_jobs, paired_difference, write_report
+from covidxr.reporting.compare import write_report
+from covidxr.reporting.jobs import find_jobs
+from covidxr.reporting.paired_runs import paired_difference
+from covidxr.run_folder import ReportFolder
 
 
 def _cell(row: dict, metric: str) -> str:
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"95% interval [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}]",
                 highlight=False,
             )
-    tests_file = output / "paired_tests.csv"
+    tests_file = ReportFolder(output).paired_tests
     if tests_file.is_file():
         paired = Table(title="Paired tests against the best setting (Holm-adjusted)")
         for column in ("a", "b", "metric", "seeds", "a - b", "p_holm", "verdict"):

@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from covidxr.data.classes import KNOWN_CLASSES
-from covidxr.data.synthetic import generate_phantoms
+from covidxr.data.formats.classes import KNOWN_CLASSES
+from covidxr.data.phantoms.synthetic import generate_phantoms
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,14 +18,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from covidxr.cli import register_configs
-from covidxr.data.classes import normalize_class_name
-from covidxr.data.datamodule import SPLIT_FILE
-from covidxr.data.spec import SplitSpec
+from covidxr.data.formats.classes import normalize_class_name
+from covidxr.data.loading.options import check_loader
+from covidxr.data.splitting.spec import SplitSpec
 from covidxr.models.callbacks import PREEMPTED_EXIT
+from covidxr.models.options import check_training
 from covidxr.models.preprocessing import check_positive_class
-from covidxr.paths import CONF_DIR, METRICS_FILE, checkpoint_run_dir
+from covidxr.paths import CONF_DIR
 from covidxr.reporting.run import out_of_fold, test_and_report
-from covidxr.utils.errors import report_user_errors
+from covidxr.run_folder import RunFolder
+from covidxr.utils.errors import ConfigError, report_user_errors
 from covidxr.utils.io import check_checkpoint, read_json
 from covidxr.utils.runner import (
     build_trainer,
@@ -35,9 +37,23 @@ from covidxr.utils.runner import (
     route_ddp_children_to_this_job,
     task_wrapper,
 )
-from covidxr.utils.validate import check_train
+from covidxr.utils.validate import check_option, check_required, one_of
 
 log = logging.getLogger(__name__)
+#: ``resume``: never, or ``auto`` (a job started again in its run folder continues from last.ckpt)
+RESUME_CHOICES = ("never", "auto")
+
+
+def check_train(cfg: DictConfig) -> None:
+    """Every option ``covidxr-train`` can check before it reads data or builds a model."""
+    check_required(cfg)
+    if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "train=false needs ckpt_path=<run>/checkpoints/best.ckpt: the checkpoint to test."
+        )
+    check_loader(cfg)
+    check_training(cfg)
+    check_option(cfg, "resume", one_of(RESUME_CHOICES), f"choose one of {list(RESUME_CHOICES)}")
 
 
 def claim_this_folder(cfg: DictConfig) -> None:
@@ -50,7 +66,7 @@ def claim_this_folder(cfg: DictConfig) -> None:
 def finished_run(cfg: DictConfig) -> dict[str, float] | None:
     """``resume=auto`` in a run folder whose job finished (a requeued job that already ran to
     the end): its recorded metrics, so nothing is trained, tested or rewritten again."""
-    metrics = output_dir() / METRICS_FILE
+    metrics = RunFolder(output_dir()).metrics
     if cfg.get("resume", "never") != "auto" or not metrics.is_file():
         return None
     log.info("resume=auto: %s finished already; returning its recorded metrics", metrics.parent)
@@ -62,7 +78,7 @@ def resume_automatically(cfg: DictConfig) -> None:
     (a preempted or requeued job) resumes from it."""
     if cfg.get("resume", "never") != "auto" or cfg.get("ckpt_path"):
         return
-    last = output_dir() / "checkpoints" / "last.ckpt"
+    last = RunFolder(output_dir()).last_checkpoint
     if last.is_file():
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
@@ -76,7 +92,7 @@ def reuse_split_when_resuming(cfg: DictConfig) -> None:
     ckpt = check_checkpoint(cfg.ckpt_path)  # a damaged file is one line, before any work
     if cfg.data.get("split_file"):
         return
-    split = checkpoint_run_dir(ckpt) / SPLIT_FILE
+    split = RunFolder.of_checkpoint(ckpt).split
     if split.is_file():
         with open_dict(cfg):
             cfg.data.split_file = str(split)
@@ -102,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     reuse_split_when_resuming(cfg)
-    route_ddp_children_to_this_job()
+    route_ddp_children_to_this_job(__spec__.name)  # this module, also under python -m
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # Index, split and (data.verify) decode every image before a model is built or weights are
     # downloaded: bad data is named first. The Trainer's own setup() call reuses this index.
@@ -119,7 +135,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "Stopped by a signal (preemption or a time limit) in epoch %d; %s holds this step. "
             "Start the same command again with resume=auto to continue.",
             trainer.current_epoch + 1,
-            output_dir() / "checkpoints" / "last.ckpt",
+            RunFolder(output_dir()).last_checkpoint,
         )
         raise SystemExit(PREEMPTED_EXIT) from None
     fit_metrics = dict(trainer.callback_metrics)

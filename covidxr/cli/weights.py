@@ -20,7 +20,7 @@ def list_weights(console: Console) -> int:
     lock = read_lock()
     table = Table(title=f"ResNet50 starting weights (cache: {weights_dir()})")
     table.add_column("key", no_wrap=True)  # what users type: never cut
-    for column in ("name", "in study", "source", "download", "cached"):
+    for column in ("name", "in study", "source", "licence", "download", "cached"):
         table.add_column(column)
     for spec in REGISTRY.values():
         if spec.file_name is None:
@@ -32,7 +32,7 @@ def list_weights(console: Console) -> int:
             if cached and spec.key not in lock:
                 state = "yes (unrecorded)"
         study = "yes" if spec.in_study else ""
-        table.add_row(spec.key, spec.paper_name, study, spec.source, download, state)
+        table.add_row(spec.key, spec.paper_name, study, spec.source, spec.licence, download, state)
     console.print(table)
     return 0
 

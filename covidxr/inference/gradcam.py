@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from covidxr.data.datamodule import XRayDataset
-from covidxr.data.decode import read_gray
-from covidxr.data.occlusion import Occluder, mask_path
-from covidxr.data.transforms import build_transform
+from covidxr.data.formats.decode import read_gray
+from covidxr.data.loading.datamodule import XRayDataset
+from covidxr.data.loading.occlusion import Occluder, mask_path
+from covidxr.data.loading.transforms import build_transform
 from covidxr.inference.predictors import ExportedClassifier
 from covidxr.models.module import XRayClassifier
 from covidxr.models.predictions import Predictions

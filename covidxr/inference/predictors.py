@@ -1,30 +1,38 @@
-"""Scoring new X-rays with a trained model: the model's own preprocessing, any input files.
+"""Predictors: a trained model in one of its forms, called on uint8 grey batches.
 
-The preprocessing (input size, mean/std, class names, decision threshold) is the model's
-(``XRayClassifier.preprocessing``), or the JSON written beside an exported model.
-``ExportedClassifier`` is the whole path from uint8 grey pixels to class probabilities, so the
-PyTorch checkpoint, the ONNX file and the TorchScript file all compute the same function.
+Every predictor has the model's ``preprocessing`` (input size, mean/std, class names, decision
+threshold: ``XRayClassifier.preprocessing``, or the JSON written beside an exported file) and
+maps a batch ``[B,1,S,S]`` uint8 to class probabilities ``[B,C]`` as NumPy. ``ExportedClassifier``
+is that whole function in torch, so the checkpoint and every exported file compute the same one.
+Which file is which form, and how each is made, is the table in ``covidxr.inference.forms``.
 """
 
 from __future__ import annotations
 
-import glob
 import os
-from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.layout import is_image_file, natural_key
-from covidxr.data.transforms import NormalizeToRGB, build_transform
+from covidxr.data.loading.transforms import NormalizeToRGB
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import Preprocessing
 from covidxr.utils.env import compute_threads
-from covidxr.utils.errors import CheckpointError, ConfigError, MissingFileError
+from covidxr.utils.errors import CheckpointError, ConfigError
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What predict, eval, the accuracy gate and the benchmark call, whatever the form."""
+
+    preprocessing: Preprocessing
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 ``[B,1,S,S]`` -> probabilities ``[B,C]``."""
+        ...
 
 
 def sidecar(model_path: str | os.PathLike) -> Path:
@@ -43,72 +51,6 @@ class ExportedClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.normalize(images))).float().softmax(dim=1)
-
-
-def expand_inputs(inputs: Sequence[str | os.PathLike], skip: Sequence[Path] = ()) -> list[Path]:
-    """Files, folders (their images below, recursively) and glob patterns, in order.
-
-    In folders only image files count (a README or Thumbs.db is not a failed X-ray), and nothing
-    under ``skip`` (this run's own outputs: its CSV and overlays, when written inside an input
-    folder). Files named one by one are taken as they are.
-    """
-    skipped = [Path(s).resolve() for s in skip]
-
-    def wanted(p: Path) -> bool:
-        resolved = p.resolve()
-        return (
-            p.is_file()
-            and not p.name.startswith(".")
-            and is_image_file(p)
-            and not any(resolved == s or s in resolved.parents for s in skipped)
-        )
-
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = (p for p in path.rglob("*") if wanted(p))
-            files.extend(sorted(found, key=lambda p: natural_key(str(p))))
-        elif path.is_file():
-            files.append(path)
-        else:
-            matches = sorted(glob.glob(str(path), recursive=True), key=natural_key)
-            if not matches:
-                raise MissingFileError(f"Input {item} is not a file, folder or matching glob.")
-            files.extend(Path(m) for m in matches if Path(m).is_file())
-    return list(dict.fromkeys(files))
-
-
-class ImageFiles(Dataset):
-    """``(uint8 [1,S,S], index, error)``: an unreadable file yields zeros and its error."""
-
-    def __init__(self, files: Sequence[Path], image_size: int) -> None:
-        self.files, self.image_size = list(files), image_size
-        self.transform = build_transform(image_size)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
-        try:
-            image = self.transform(image=read_gray(self.files[index]))["image"]
-            return image, index, ""
-        except UnreadableImageError as exc:
-            return (
-                torch.zeros(1, self.image_size, self.image_size, dtype=torch.uint8),
-                index,
-                exc.reason,
-            )
-
-
-def batches(
-    files: Sequence[Path], image_size: int, batch_size: int = 32, num_workers: int = 0
-) -> Iterator[tuple[torch.Tensor, list[int], list[str]]]:
-    loader = DataLoader(
-        ImageFiles(files, image_size), batch_size=batch_size, num_workers=num_workers
-    )
-    for images, indices, errors in loader:
-        yield images, indices.tolist(), list(errors)
 
 
 #: How a checkpoint runs in torch: ``fp32`` is plain eager full precision (the reference that
@@ -172,15 +114,21 @@ class OnnxPredictor:
         return self.session.run(None, {"image": images.numpy()})[0]
 
 
-def load_predictor(path: str | os.PathLike, device: str = "cpu") -> TorchPredictor | OnnxPredictor:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"ckpt_path={path} does not exist.")
-    if path.suffix == ".onnx":
-        if not sidecar(path).is_file():
-            raise MissingFileError(
-                f"{sidecar(path)} is missing: covidxr-export writes it beside the ONNX file; it "
-                "records the input size, mean/std and class names."
-            )
-        return OnnxPredictor(path)
-    return TorchPredictor.from_checkpoint(path, device)
+class ProgramPredictor:
+    """A ``torch.export`` program (``.pt2``) and the preprocessing JSON beside it: the model's
+    graph and weights without its Python code."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+        self.preprocessing = Preprocessing.read(sidecar(path))
+        self.device = torch.device(device)
+        try:
+            self.module = torch.export.load(str(path)).module().to(self.device)
+        except Exception as exc:  # torch raises RuntimeError, zipfile and pickle errors
+            raise CheckpointError(
+                f"ckpt_path={path} is not a torch.export program torch can load "
+                f"({type(exc).__name__}): it may be truncated. Export it again with covidxr-export."
+            ) from exc
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(images.to(self.device)).float().cpu().numpy()

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torchmetrics.functional.classification import binary_specificity_at_sensitivity
 
-from covidxr.data.datamodule import RadiographyDataModule
+from covidxr.data.loading.datamodule import RadiographyDataModule
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import THRESHOLD_KEY
 from covidxr.utils.errors import ConfigError

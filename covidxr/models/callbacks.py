@@ -24,7 +24,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from covidxr.data.sampling import derive_seed
+from covidxr.data.loading.sampling import derive_seed
 from covidxr.utils.compat import AtomicModelCheckpoint, batches_done_in_epoch, request_stop
 from covidxr.utils.io import atomic_path
 

@@ -17,8 +17,8 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from covidxr.data.classes import normalize_class_name
-from covidxr.data.transforms import NormalizeToRGB
+from covidxr.data.formats.classes import normalize_class_name
+from covidxr.data.loading.transforms import NormalizeToRGB
 from covidxr.models.backbone import NUM_FEATURES, build_backbone
 from covidxr.models.heads import build_head
 from covidxr.models.metrics import build_metrics, mark_undefined, metric_inputs

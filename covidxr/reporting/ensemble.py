@@ -20,27 +20,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from covidxr.data.datamodule import RadiographyDataModule, run_split_file
+from covidxr.data.loading.datamodule import RadiographyDataModule, run_split_file
 from covidxr.models.metrics import point_metrics
 from covidxr.models.module import XRayClassifier
 from covidxr.models.predictions import Predictions
 from covidxr.models.tta import View
-from covidxr.paths import METRICS_FILE, PREDICTIONS_FILE, checkpoint_run_dir
 from covidxr.reporting.paired import delong
-from covidxr.reporting.run import (
-    print_metrics,
-    record_metrics,
-    write_predictions,
-)
+from covidxr.reporting.run import report_record
+from covidxr.run_folder import RunFolder
 from covidxr.utils.errors import ConfigError, MissingFileError
-from covidxr.utils.io import atomic_write, write_json
+from covidxr.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
-MEMBERS_FILE = "ensemble_members.csv"
 
 
 def _val_acc(ckpt: Path) -> float:
-    metrics = checkpoint_run_dir(ckpt) / METRICS_FILE
+    metrics = RunFolder.of_checkpoint(ckpt).metrics
     if not metrics.is_file():
         return -math.inf
     value = json.loads(metrics.read_text()).get("val/acc", -math.inf)
@@ -88,7 +83,7 @@ def shared_test_split(members: Sequence[Path]) -> Path:
 
 
 @torch.no_grad()
-def score(
+def member_records(
     models: Sequence[XRayClassifier], loader: DataLoader, tta: Sequence[View] = ()
 ) -> list[Predictions]:
     """Each member's record on the loader's split (its own normalisation and test-time views);
@@ -133,7 +128,7 @@ def ensemble_test(
                 f"ensemble: {member} predicts {model.class_names}, {members[0]} {names}: "
                 "members must share their classes."
             )
-    records = score(models, loader, tta)
+    records = member_records(models, loader, tta)
     positive = models[0].positive
     record = Predictions(
         records[0].indices, records[0].targets, np.mean([r.probs for r in records], axis=0)
@@ -143,7 +138,6 @@ def ensemble_test(
         probs, targets = torch.from_numpy(r.probs), torch.from_numpy(r.targets)
         return point_metrics(probs, targets, names, positive, "test")
 
-    metrics = metrics_of(record) | record_metrics(record, models[0], "test")
     member_metrics = [metrics_of(r) for r in records]
     best = max(
         range(len(members)),
@@ -156,22 +150,25 @@ def ensemble_test(
     versus = delong(
         record.targets == positive, record.probs[:, positive], records[best].probs[:, positive]
     )
-    metrics |= {
-        "test/auroc_minus_best_member": versus.difference,
-        "test/auroc_minus_best_member_ci_low": versus.ci_low,
-        "test/auroc_minus_best_member_ci_high": versus.ci_high,
-        "test/auroc_vs_best_member_p": versus.p_value,
-        "ensemble/members": float(len(members)),
-    }
-    samples = datamodule.datasets["test"].samples
-    write_predictions(output_dir / PREDICTIONS_FILE.format(stage="test"), record, samples, names)
-    with atomic_write(output_dir / MEMBERS_FILE) as fh:
+    with atomic_write(RunFolder(Path(output_dir)).ensemble_members) as fh:
         writer = csv.writer(fh)
         writer.writerow(["checkpoint", "test_acc", "test_auroc", "best"])
         for i, (member, values) in enumerate(zip(members, member_metrics, strict=True)):
             writer.writerow([member, values["test/acc"], values["test/auroc"], i == best])
-    write_json(output_dir / METRICS_FILE, dict(sorted(metrics.items())))
-    print_metrics(metrics, output_dir)
+    samples = datamodule.datasets["test"].samples
+    metrics = report_record(
+        record,
+        models[0],
+        samples,
+        output_dir,
+        {
+            "test/auroc_minus_best_member": versus.difference,
+            "test/auroc_minus_best_member_ci_low": versus.ci_low,
+            "test/auroc_minus_best_member_ci_high": versus.ci_high,
+            "test/auroc_vs_best_member_p": versus.p_value,
+            "ensemble/members": float(len(members)),
+        },
+    )
     log.info(
         "Ensemble of %d: AUROC %+.4f against its best member %s (DeLong p = %.3g)",
         len(members),

@@ -1,5 +1,5 @@
-"""How much of a test number is real: bootstrap confidence intervals and calibration, from a
-run's record of predictions (``covidxr.models.predictions``).
+"""How much of a number is real: bootstrap confidence intervals and calibration, from a run's
+record of predictions (``covidxr.models.predictions``), and the t-interval of a mean over runs.
 
 Intervals come from a stratified bootstrap: each resample draws, with replacement, as many images
 of each class as the test split holds, so every resample keeps the split's class balance. The
@@ -9,10 +9,14 @@ metrics are those of the LightningModule (binary with the positive class; macro 
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 from torchmetrics.functional.classification import (
     binary_calibration_error,
@@ -21,6 +25,20 @@ from torchmetrics.functional.classification import (
 
 from covidxr.models.metrics import METRIC_NAMES
 from covidxr.utils.figures import saved_figure
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` (runs, seeds, per-seed differences) and its t-interval
+    (``scipy.stats.ttest_1samp(...).confidence_interval``); NaN bounds for fewer than two
+    values, the mean itself when they do not vary."""
+    values = [float(v) for v in values if not math.isnan(v)]
+    mean = statistics.fmean(values) if values else math.nan
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    if statistics.pstdev(values) == 0:
+        return mean, mean, mean
+    interval = scipy.stats.ttest_1samp(values, 0.0).confidence_interval(level)
+    return mean, float(interval.low), float(interval.high)
 
 
 def stratified_resamples(targets: np.ndarray, resamples: int, seed: int) -> np.ndarray:

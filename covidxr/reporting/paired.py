@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
+from covidxr.reporting.intervals import t_interval
 from covidxr.utils.errors import DatasetError
 
 ALPHA = 0.05
@@ -153,16 +154,14 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def over_seeds(differences: Sequence[float]) -> PairedResult:
     """The per-seed differences combined: mean, 95% t-interval, one-sample t-test p."""
     values = [d for d in differences if not math.isnan(d)]
-    mean = float(np.mean(values)) if values else math.nan
+    mean, low, high = t_interval(values)
     if len(values) < 2:
-        return PairedResult("paired t over seeds", 0, mean, math.nan, math.nan, math.nan)
-    sd = float(np.std(values, ddof=1))
-    if sd == 0:
+        p = math.nan
+    elif low == high:  # no spread over seeds: the t statistic is undefined
         p = 1.0 if mean == 0 else 0.0
-        return PairedResult("paired t over seeds", 0, mean, mean, mean, p)
-    half = float(scipy.stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
-    p = float(scipy.stats.ttest_1samp(values, 0.0).pvalue)
-    return PairedResult("paired t over seeds", 0, mean, mean - half, mean + half, p)
+    else:
+        p = float(scipy.stats.ttest_1samp(values, 0.0).pvalue)
+    return PairedResult("paired t over seeds", 0, mean, low, high, p)
 
 
 def compare_records(a: Record, b: Record, metric: str) -> PairedResult:

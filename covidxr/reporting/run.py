@@ -19,16 +19,17 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from covidxr.data.datamodule import RadiographyDataModule
-from covidxr.data.splits import Sample
+from covidxr.data.loading.datamodule import RadiographyDataModule
+from covidxr.data.splitting.splits import Sample
+from covidxr.models.metrics import point_metrics
 from covidxr.models.module import XRayClassifier
 from covidxr.models.predictions import Predictions
-from covidxr.paths import METRICS_FILE, PREDICTIONS_FILE, checkpoint_run_dir
 from covidxr.reporting.intervals import (
     bootstrap_intervals,
     calibration_error,
     reliability_diagram,
 )
+from covidxr.run_folder import RunFolder
 from covidxr.utils.errors import ConfigError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write, write_json
@@ -48,18 +49,18 @@ def to_floats(metrics: Mapping[str, object]) -> dict[str, float]:
 
 
 def write_confusion_matrix(
-    output_dir: str | os.PathLike, matrix: torch.Tensor, class_names: Sequence[str], stem: str
+    stem: str | os.PathLike, matrix: torch.Tensor, class_names: Sequence[str]
 ) -> tuple[Path, Path]:
     """``<stem>.csv`` (rows: true class, columns: predicted) and a ``<stem>.png`` heat map."""
-    output_dir = Path(output_dir)
+    stem = Path(stem)
     counts = matrix.long().tolist()
-    csv_path = output_dir / f"{stem}.csv"
+    csv_path = stem.with_name(f"{stem.name}.csv")
     with atomic_write(csv_path) as fh:
         writer = csv.writer(fh)
         writer.writerow(["true \\ predicted", *class_names])
         writer.writerows([name, *row] for name, row in zip(class_names, counts, strict=True))
     n = len(class_names)
-    png_path = output_dir / f"{stem}.png"
+    png_path = stem.with_name(f"{stem.name}.png")
     with saved_figure(png_path, figsize=(1.6 + 1.1 * n, 1.2 + 1.1 * n), dpi=120) as ax:
         ax.imshow(matrix.float().numpy(), cmap="Blues")
         peak = max(max(row) for row in counts) or 1
@@ -71,7 +72,7 @@ def write_confusion_matrix(
         ax.set_yticks(range(n), class_names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(stem.replace("_", " "))
+        ax.set_title(stem.name.replace("_", " "))
     return csv_path, png_path
 
 
@@ -135,6 +136,26 @@ def record_metrics(record: Predictions, model: XRayClassifier, stage: str) -> di
     return values
 
 
+def report_record(
+    record: Predictions,
+    model: XRayClassifier,
+    samples: Sequence[Sample],
+    output_dir: str | os.PathLike,
+    extra: Mapping[str, float] = (),
+) -> dict[str, float]:
+    """A test record computed outside the module (an ensemble's mean, an exported file's
+    probabilities) reported as any run's: its metrics (``model``'s classes and interval
+    settings), ``predictions_test.csv`` and ``metrics.json``."""
+    probs, targets = torch.from_numpy(record.probs), torch.from_numpy(record.targets)
+    metrics = point_metrics(probs, targets, model.class_names, model.positive, "test")
+    metrics |= record_metrics(record, model, "test") | dict(extra)
+    folder = RunFolder(Path(output_dir))
+    write_predictions(folder.predictions("test"), record, samples, model.class_names)
+    write_json(folder.metrics, dict(sorted(metrics.items())))
+    print_metrics(metrics, output_dir)
+    return metrics
+
+
 def write_predictions(
     path: str | os.PathLike, record: Predictions, samples: Sequence[Sample], names: Sequence[str]
 ) -> Path:
@@ -168,13 +189,9 @@ def report_predictions(
         return {}
     values = record_metrics(record, model, stage)
     if trainer.is_global_zero:
-        output_dir = Path(output_dir)
-        reliability_diagram(
-            record.probs, record.targets, output_dir / f"reliability_{stage}.png", stage=stage
-        )
-        write_predictions(
-            output_dir / PREDICTIONS_FILE.format(stage=stage), record, samples, model.class_names
-        )
+        folder = RunFolder(Path(output_dir))
+        reliability_diagram(record.probs, record.targets, folder.reliability(stage), stage=stage)
+        write_predictions(folder.predictions(stage), record, samples, model.class_names)
         for logger in trainer.loggers:
             logger.log_metrics(values, step=trainer.global_step)
             logger.save()
@@ -204,14 +221,12 @@ def test_and_report(
         samples = datamodule.datasets["test"].samples
         metrics |= report_predictions(trainer, model, samples, output_dir, "test")
     if trainer.is_global_zero:
-        output_dir = Path(output_dir)
-        write_json(output_dir / METRICS_FILE, dict(sorted(metrics.items())))
+        folder = RunFolder(Path(output_dir))
+        write_json(folder.metrics, dict(sorted(metrics.items())))
         stage = "test" if test else "val"
         matrix = model.confusion_matrices.get(stage)
         if matrix is not None:
-            write_confusion_matrix(
-                output_dir, matrix, model.class_names, f"confusion_matrix_{stage}"
-            )
+            write_confusion_matrix(folder.confusion_matrix(stage), matrix, model.class_names)
         print_metrics(metrics, output_dir)
     return metrics
 
@@ -252,7 +267,8 @@ def external_test(
     metrics = test_as(trainer, model, "external", datamodule, "test", output_dir)
     matrix = model.confusion_matrices.get("test")
     if trainer.is_global_zero and matrix is not None:
-        write_confusion_matrix(output_dir, matrix, model.class_names, "confusion_matrix_external")
+        stem = RunFolder(Path(output_dir)).confusion_matrix("external")
+        write_confusion_matrix(stem, matrix, model.class_names)
     return metrics
 
 
@@ -291,7 +307,7 @@ def compare_with_training_run(
     metrics: Mapping[str, float], ckpt_path: str | os.PathLike, strict: bool
 ) -> None:
     """Say whether the test numbers equal those the training run recorded (``strict``: raise)."""
-    recorded_path = checkpoint_run_dir(ckpt_path) / METRICS_FILE
+    recorded_path = RunFolder.of_checkpoint(ckpt_path).metrics
     if not recorded_path.is_file():
         return
     recorded = json.loads(recorded_path.read_text())

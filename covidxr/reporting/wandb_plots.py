@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import (
     multiclass_specificity,
 )
 
-from covidxr.data.decode import read_gray
+from covidxr.data.formats.decode import read_gray
 from covidxr.reporting.run import write_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class WandbTestReport(Callback):
             "test/predictions": self._predictions_table(trainer, indices, probs, targets, names),
         }
         with tempfile.TemporaryDirectory() as tmp:
-            _, png = write_confusion_matrix(tmp, matrix, names, "confusion_matrix_test")
+            _, png = write_confusion_matrix(Path(tmp) / "confusion_matrix", matrix, names)
             payload["test/confusion_matrix_image"] = wandb.Image(str(png))
             for logger in loggers:
                 logger.experiment.log(payload)

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from covidxr.paths import CONF_DIR
+from covidxr.run_folder import RunFolder
 from covidxr.utils.env import available_cpus, data_dir, wandb_offline
 from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import atomic_write
@@ -65,7 +66,7 @@ def run_id(name: str) -> str:
 
     if not HydraConfig.initialized():
         return secrets.token_hex(4)
-    path = Path(HydraConfig.get().runtime.output_dir) / f"{name}_id.txt"
+    path = RunFolder(Path(HydraConfig.get().runtime.output_dir)).service_id(name)
     if path.is_file():
         return path.read_text().strip()
     value = secrets.token_hex(4)

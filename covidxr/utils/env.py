@@ -5,7 +5,7 @@
 | ``COVIDXR_DATA_DIR`` | ``<cwd>/data`` | where the configs look for datasets (``paths.data_dir``) |
 | ``COVIDXR_WEIGHTS_DIR`` | ``~/.cache/covidxr/weights`` | the pretrained weights cache |
 | ``COVIDXR_DOWNLOAD_TIMEOUT`` | ``30`` | seconds a download may stall before it gives up |
-| ``COVIDXR_REAL_DATA`` | ``../shared/data/covid-radiography-224`` | real X-rays (tests, bench) |
+| ``COVIDXR_REAL_DATA`` | unset | real X-rays (Kaggle layout) for the benchmarks and tests |
 | ``NO_ALBUMENTATIONS_UPDATE`` | ``1`` | albumentations does not look for updates (offline) |
 | ``WANDB_MODE`` | unset | W&B runs offline unless an API key is configured |
 """
@@ -15,11 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from covidxr.paths import REPO_ROOT
-
 #: Set for this process unless the user set them: covidxr works offline by default.
 PROCESS_DEFAULTS = {"NO_ALBUMENTATIONS_UPDATE": "1"}
-DEFAULT_REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "covid-radiography-224"
 
 
 def apply_process_defaults() -> None:
@@ -80,9 +77,9 @@ def download_timeout() -> float:
 
 
 def real_data_dir() -> Path | None:
-    """The real test set (``COVIDXR_REAL_DATA`` or the checkout's neighbour), or None if absent."""
-    path = Path(os.environ.get("COVIDXR_REAL_DATA", DEFAULT_REAL_DATA))
-    return path if path.is_dir() else None
+    """Real X-rays named by ``COVIDXR_REAL_DATA``, or None when it is unset or not a folder."""
+    path = os.environ.get("COVIDXR_REAL_DATA")
+    return Path(path) if path and Path(path).is_dir() else None
 
 
 def wandb_offline() -> bool:

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from covidxr.paths import FAILED_FILE, JOB_FILE
+from covidxr.run_folder import RunFolder
 from covidxr.utils.compat import route_ddp_children
 from covidxr.utils.env import available_cpus
 from covidxr.utils.errors import FolderTakenError, exit_with_user_error, find_user_error
@@ -117,7 +117,7 @@ def claim_run_folder(folder: Path, overrides: list[str], overwrite: bool = False
     other settings (another seed, another trial of a search) would mix two runs' files, or
     return the other run's numbers as its own.
     """
-    path = folder / JOB_FILE
+    path = RunFolder(folder).job
     settings = job_settings(overrides)
     if path.is_file() and not overwrite:
         recorded = read_json(path).get("settings")
@@ -165,7 +165,7 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
             taken = isinstance(find_user_error(exc), FolderTakenError)
             if rank_zero_only.rank == 0 and HydraConfig.initialized() and not taken:
                 write_json(
-                    output_dir() / FAILED_FILE,
+                    RunFolder(output_dir()).failed,
                     {
                         "error": f"{type(exc).__name__}: {exc}",
                         "traceback": traceback.format_exc(),
@@ -188,8 +188,9 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
     return wrapped
 
 
-def _job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
-    """How Lightning's DDP launcher starts ranks > 0: re-run *this job's* saved config.
+def _job_subprocess_cmd(module: str, local_rank: int) -> tuple[list[str], str]:
+    """How Lightning's DDP launcher starts ranks > 0: ``python -m <module>`` (the entry point
+    that launched the job) on *this job's* saved config.
 
     Lightning re-runs ``sys.argv``, which inside a multirun (``-m a=1,2``) starts a whole new sweep
     in every child and points it at the wrong folder. Each job saves its composed config in
@@ -202,7 +203,7 @@ def _job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
     command = [
         sys.executable,
         "-m",
-        "covidxr.cli.train",
+        module,
         f"--config-path={run_dir / hydra_cfg.output_subdir}",
         "--config-name=config",
         f"hydra.run.dir={run_dir}",
@@ -212,11 +213,12 @@ def _job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
     return command, get_original_cwd()
 
 
-def route_ddp_children_to_this_job() -> None:
-    """Make DDP children of this job run its saved config (no-op when none is saved)."""
+def route_ddp_children_to_this_job(module: str) -> None:
+    """Make DDP children of this job run ``module`` (the Hydra entry point's import name) on its
+    saved config (no-op when none is saved)."""
     if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
         return
-    route_ddp_children(_job_subprocess_cmd)
+    route_ddp_children(functools.partial(_job_subprocess_cmd, module))
 
 
 class RunFolderGuard(HydraCallback):

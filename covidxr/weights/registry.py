@@ -98,6 +98,10 @@ NEWT_STEPS = (
 )
 
 
+#: For publishers that give no licence with their weights: ask them before shipping a model.
+UNSTATED = "not stated with the weights: ask the publisher before shipping a model built on them"
+
+
 @dataclass(frozen=True)
 class WeightSpec:
     """One ResNet50 starting point: where it comes from and how to read it.
@@ -111,6 +115,8 @@ class WeightSpec:
     description: str
     source: str
     format: CheckpointFormat | None
+    #: The terms the publisher gives for the weights: a user shipping a model must know them.
+    licence: str
     citation: str = ""
     url: str | None = None  # direct download; None: a manual step (``manual_steps``)
     file_name: str | None = None
@@ -155,6 +161,8 @@ class WeightSpec:
             "path": "???" if self.requires_path else None,
             "mean": list(self.mean),
             "std": list(self.std),
+            "native_size": self.native_size,
+            "licence": self.licence,
         }
 
 
@@ -171,6 +179,7 @@ def _zenodo(key: str, paper_name: str, file_name: str, description: str, **kwarg
         source=ZENODO_SOURCE,
         url=ZENODO.format(file_name),
         file_name=file_name,
+        licence=UNSTATED,
         **{"format": BENCHMARK_TRANSFER, **kwargs},
     )
 
@@ -184,6 +193,7 @@ def _newt(key: str, paper_name: str, file_name: str, description: str, **kwargs)
         source="visipedia/newt (Box archive, manual download)",
         file_name=file_name,
         manual_steps=NEWT_STEPS,
+        licence=UNSTATED,
         **{"format": NEWT_SUPERVISED, **kwargs},
     )
 
@@ -196,6 +206,7 @@ def _moco(key: str, folder: str, md5: str, **kwargs) -> WeightSpec:
         url=f"https://dl.fbaipublicfiles.com/moco/moco_checkpoints/{folder}/{folder}_pretrain.pth.tar",
         file_name=f"{folder}_pretrain.pth.tar",
         published_hash=f"md5:{md5}",
+        licence="CC-BY-NC 4.0 (non-commercial use only; facebookresearch/moco)",
         **kwargs,
     )
 
@@ -207,6 +218,7 @@ SPECS: tuple[WeightSpec, ...] = (
         description="torchvision's random initialisation: the no-transfer baseline",
         source="torchvision",
         format=None,
+        licence="none (no pretrained weights)",
     ),
     WeightSpec(
         key="file",
@@ -214,6 +226,7 @@ SPECS: tuple[WeightSpec, ...] = (
         description="a local torchvision ResNet50 state_dict (fc.* is dropped)",
         source="local",
         format=TORCHVISION,
+        licence="the file's own",
         requires_path=True,
     ),
     WeightSpec(
@@ -223,6 +236,8 @@ SPECS: tuple[WeightSpec, ...] = (
         citation="He et al., Deep Residual Learning for Image Recognition, CVPR 2016",
         source="pytorch/vision",
         format=TORCHVISION,
+        licence="BSD-3-Clause (torchvision); trained on ImageNet, whose terms restrict its data "
+        "to non-commercial research",
         url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
         file_name="resnet50-0676ba61.pth",
         published_hash="sha256:0676ba61",
@@ -306,6 +321,7 @@ SPECS: tuple[WeightSpec, ...] = (
         "MIDL 2022",
         source="mlmed/torchxrayvision (GitHub release v1)",
         format=TORCHXRAYVISION,
+        licence="Apache-2.0 (mlmed/torchxrayvision)",
         url="https://github.com/mlmed/torchxrayvision/releases/download/v1/"
         "pc-nih-rsna-siim-vin-resnet50-test512-e400-state.pt",
         file_name="pc-nih-rsna-siim-vin-resnet50-test512-e400-state.pt",

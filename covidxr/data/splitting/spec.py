@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from covidxr.data.audit import DEFAULT_THRESHOLD
-from covidxr.data.classes import resolve_classes
+from covidxr.data.formats.classes import resolve_classes
+from covidxr.data.splitting.audit import DEFAULT_THRESHOLD
 from covidxr.utils.errors import ConfigError
 
 DEDUP_MODES = ("group", "drop", "off")

@@ -15,8 +15,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from covidxr.data.classes import KNOWN_CLASSES, normalize_class_name
-from covidxr.data.layout import ClassFolder, DatasetLayout, natural_key
+from covidxr.data.formats.classes import KNOWN_CLASSES, normalize_class_name
+from covidxr.data.formats.layout import ClassFolder, DatasetLayout, natural_key
 from covidxr.utils.errors import DatasetError
 
 log = logging.getLogger(__name__)

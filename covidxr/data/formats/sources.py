@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from covidxr.data.layout import DatasetLayout
+from covidxr.data.formats.layout import DatasetLayout
 from covidxr.utils.errors import DatasetError
 
 NAME_COLUMN, URL_COLUMN = "FILE NAME", "URL"

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covidxr.data.classes import KNOWN_CLASSES, normalize_class_name
-from covidxr.data.dicom import DICOM_MAGIC, DICOM_SUFFIXES
+from covidxr.data.formats.classes import KNOWN_CLASSES, normalize_class_name
+from covidxr.data.formats.dicom import DICOM_MAGIC, DICOM_SUFFIXES
 from covidxr.utils.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", *DICOM_SUFFIXES})

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from covidxr.data.dicom import DicomError, header_value, is_dicom_keyword
-from covidxr.data.layout import DatasetLayout
-from covidxr.data.sources import read_sources
-from covidxr.data.splits import Sample
+from covidxr.data.formats.dicom import DicomError, header_value, is_dicom_keyword
+from covidxr.data.formats.layout import DatasetLayout
+from covidxr.data.formats.sources import read_sources
+from covidxr.data.splitting.splits import Sample
 from covidxr.utils.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from covidxr.data.classes import KNOWN_CLASSES, resolve_classes
-from covidxr.data.dicom import write_dicom
-from covidxr.data.sources import write_metadata
+from covidxr.data.formats.classes import KNOWN_CLASSES, resolve_classes
+from covidxr.data.formats.dicom import write_dicom
+from covidxr.data.formats.sources import write_metadata
 from covidxr.utils.errors import DatasetError
 
 log = logging.getLogger(__name__)

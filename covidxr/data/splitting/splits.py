@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covidxr.data.classes import normalize_class_name
-from covidxr.data.layout import IMAGE_SUFFIXES, DatasetLayout, natural_key
+from covidxr.data.formats.classes import normalize_class_name
+from covidxr.data.formats.layout import IMAGE_SUFFIXES, DatasetLayout, natural_key
 from covidxr.utils.errors import DatasetError
 from covidxr.utils.io import atomic_write
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from covidxr.data.decode import read_gray, scan_unreadable
+from covidxr.data.formats.decode import read_gray, scan_unreadable
 from covidxr.utils.errors import ConfigError, DatasetError
 
 OCCLUSIONS = ("none", "center", "lungs")

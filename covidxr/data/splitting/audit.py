@@ -23,10 +23,16 @@ import imagehash
 import numpy as np
 import PIL.Image
 
-from covidxr.data.decode import UnreadableImageError, read_gray
-from covidxr.data.groups import SOURCE, connected_groups, group_secret, group_values, pseudonym
-from covidxr.data.layout import DatasetLayout, find_layout
-from covidxr.data.manifest import read_manifest
+from covidxr.data.formats.decode import UnreadableImageError, read_gray
+from covidxr.data.formats.layout import DatasetLayout, find_layout
+from covidxr.data.formats.manifest import read_manifest
+from covidxr.data.splitting.groups import (
+    SOURCE,
+    connected_groups,
+    group_secret,
+    group_values,
+    pseudonym,
+)
 from covidxr.utils.errors import DatasetError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write

@@ -27,7 +27,7 @@ import PIL.Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from covidxr.data.dicom import DicomError, dicom_to_gray, is_dicom
+from covidxr.data.formats.dicom import DicomError, dicom_to_gray, is_dicom
 from covidxr.utils.errors import UserError
 
 #: Largest image accepted: 10,000 x 10,000 pixels (chest X-rays are at most about 4,300 x 4,300).

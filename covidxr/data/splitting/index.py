@@ -13,14 +13,14 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from covidxr.data.audit import find_duplicate_groups
-from covidxr.data.classes import resolve_classes
-from covidxr.data.decode import find_unreadable
-from covidxr.data.groups import SOURCE, group_secret, group_values, held_out, merge_groups
-from covidxr.data.layout import DatasetLayout, find_layout
-from covidxr.data.manifest import SPLIT_COLUMN, read_manifest
-from covidxr.data.spec import SplitSpec
-from covidxr.data.splits import (
+from covidxr.data.formats.classes import resolve_classes
+from covidxr.data.formats.decode import find_unreadable
+from covidxr.data.formats.layout import DatasetLayout, find_layout
+from covidxr.data.formats.manifest import SPLIT_COLUMN, read_manifest
+from covidxr.data.splitting.audit import find_duplicate_groups
+from covidxr.data.splitting.groups import SOURCE, group_secret, group_values, held_out, merge_groups
+from covidxr.data.splitting.spec import SplitSpec
+from covidxr.data.splitting.splits import (
     SPLITS,
     DatasetIndex,
     Sample,

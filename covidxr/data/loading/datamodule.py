@@ -10,7 +10,6 @@ the effective batch size.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
@@ -25,25 +24,22 @@ from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from covidxr.data.classes import KNOWN_CLASSES
-from covidxr.data.decode import read_gray
-from covidxr.data.index import build_index, external_index
-from covidxr.data.occlusion import Occluder
-from covidxr.data.sampling import EpochSampler, seed_pipeline
-from covidxr.data.spec import SplitSpec
-from covidxr.data.splits import DatasetIndex, Sample
-from covidxr.data.synthetic import ensure_phantoms
-from covidxr.data.transforms import build_transform
-from covidxr.paths import checkpoint_run_dir
+from covidxr.data.formats.classes import KNOWN_CLASSES
+from covidxr.data.formats.decode import read_gray
+from covidxr.data.loading.occlusion import Occluder
+from covidxr.data.loading.sampling import EpochSampler, seed_pipeline
+from covidxr.data.loading.transforms import build_transform
+from covidxr.data.phantoms.synthetic import ensure_phantoms
+from covidxr.data.splitting.index import build_index, external_index
+from covidxr.data.splitting.spec import SplitSpec
+from covidxr.data.splitting.splits import DatasetIndex, Sample
+from covidxr.run_folder import RunFolder, data_root
 from covidxr.utils.compat import epoch_in_progress
 from covidxr.utils.config import to_builtin
 from covidxr.utils.errors import ConfigError, DatasetError, MissingFileError
 from covidxr.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
-#: In the run folder: every image used and its split; unreadable images left out (skip_corrupt).
-SPLIT_FILE = "split.csv"
-DROPPED_FILE = "unreadable_images.csv"
 
 
 class XRayDataset(Dataset):
@@ -131,7 +127,7 @@ class RadiographyDataModule(LightningDataModule):
         self.hparams.update(to_builtin({**dict(self.hparams), **self.spec.as_dict()}))
         if root is None and self.spec.manifest is None:
             raise ConfigError("data.root is not set: point it at the dataset folder.")
-        self.root = Path(root if root is not None else Path(str(self.spec.manifest)).parent)
+        self.root = data_root({"root": root, "manifest": self.spec.manifest})
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.train_augmentations = list(train_augmentations)
         self.occluder = Occluder(occlude, occlude_border, self.root)
@@ -205,9 +201,10 @@ class RadiographyDataModule(LightningDataModule):
         if self.index is None:
             self.index = build_index(self.root, self.spec)
             if self.output_dir is not None:
-                path = self.index.write_split_csv(self.output_dir / SPLIT_FILE)
+                folder = RunFolder(self.output_dir)
+                path = self.index.write_split_csv(folder.split)
                 log.info("Wrote the split to %s", path)
-                dropped = self.index.write_dropped_csv(self.output_dir / DROPPED_FILE)
+                dropped = self.index.write_dropped_csv(folder.unreadable)
                 if dropped is not None:
                     log.warning(
                         "%d unreadable image(s) left out: %s", len(self.index.dropped), dropped
@@ -327,31 +324,31 @@ def _init_parameters(datamodule_class: type) -> set[str]:
 
 
 def _recorded_class(name: str, ckpt_path: str | os.PathLike) -> type[RadiographyDataModule]:
-    """The data module class a checkpoint names: covidxr's own classes only (importing a module
-    a file names would run its code)."""
+    """The data module class a checkpoint names, found by its class name among covidxr's own
+    (never by importing the module a file names, which would run its code), so checkpoints
+    written before the data modules moved (``covidxr.data.datamodule``) still load."""
     if not name:
         return RadiographyDataModule
     module_name, _, class_name = name.rpartition(".")
-    kind = None
-    if module_name.startswith("covidxr."):
-        try:
-            kind = getattr(importlib.import_module(module_name), class_name, None)
-        except ImportError:
-            kind = None
-    if not (isinstance(kind, type) and issubclass(kind, RadiographyDataModule)):
+    known = {kind.__name__: kind for kind in (RadiographyDataModule, *_subclasses())}
+    if not module_name.startswith("covidxr.") or class_name not in known:
         raise ConfigError(
             f"{ckpt_path} names the data module {name!r}, which is not one of covidxr's. "
             "Was it written by covidxr-train?"
         )
-    return kind
+    return known[class_name]
+
+
+def _subclasses(kind: type = RadiographyDataModule) -> list[type[RadiographyDataModule]]:
+    return [sub for direct in kind.__subclasses__() for sub in (direct, *_subclasses(direct))]
 
 
 def run_split_file(ckpt_path: str | os.PathLike) -> Path:
     """``<run>/split.csv`` for ``<run>/checkpoints/x.ckpt``, or a clear error."""
-    split = checkpoint_run_dir(ckpt_path) / SPLIT_FILE
+    split = RunFolder.of_checkpoint(ckpt_path).split
     if not split.is_file():
         raise MissingFileError(
-            f"No {SPLIT_FILE} found for {ckpt_path} (looked at {split}). "
+            f"No {split.name} found for {ckpt_path} (looked at {split}). "
             "Pass split_file=<the training run's split.csv>."
         )
     return split

@@ -1,0 +1,1 @@
+"""Loading batches: the ``LightningDataModule``, transforms, seeded samplers, occlusion."""

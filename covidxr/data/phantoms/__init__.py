@@ -1,0 +1,1 @@
+"""Synthetic chest X-ray phantoms (offline default data, DICOM phantoms, shortcut markers)."""
