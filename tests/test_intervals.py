@@ -92,3 +92,22 @@ def test_epoch_metrics_the_counts_cannot_support_are_nan() -> None:
     one_class = torch.tensor([[3, 1, 0], [0, 0, 0], [0, 0, 0]])
     assert "auroc" in undefined_metrics(one_class, names, 0)  # no class has both sides
     assert "auroc" not in undefined_metrics(absent, names, 0)
+
+
+def test_tied_scores_count_one_half_in_every_resample() -> None:
+    """All-tied scores give 0.5 (not 0 or 1); partly tied ones equal scipy's Mann-Whitney U."""
+    from scipy.stats import mannwhitneyu
+
+    targets = np.array([1, 0, 1, 0, 1, 0, 0, 1])
+    tied = np.full((1, 8, 2), 0.5)
+    assert metric_samples(tied, targets[None], 1)["auroc"][0] == 0.5
+    rng = np.random.default_rng(0)
+    scores = rng.choice([0.0, 0.3, 1.0], size=(20, 40))  # saturated outputs: many ties
+    labels = rng.integers(0, 2, size=(20, 40))
+    labels[:, :2] = [0, 1]  # both classes in every row
+    probs = np.stack([1 - scores, scores], axis=-1)
+    ours = metric_samples(probs, labels, 1)["auroc"]
+    for row in range(20):
+        positive = labels[row] == 1
+        u = mannwhitneyu(scores[row][positive], scores[row][~positive]).statistic
+        assert ours[row] == pytest.approx(u / (positive.sum() * (~positive).sum()))

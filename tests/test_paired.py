@@ -142,3 +142,15 @@ def test_ensemble_members_from_folders_and_top_k(tmp_path) -> None:
     assert [p.parent.parent.name for p in ensemble_members([tmp_path], top_k=2)] == ["1", "2"]
     with pytest.raises(ConfigError, match="needs two or more"):
         ensemble_members([tmp_path], top_k=1)
+
+
+def test_delong_without_estimated_variance_shows_nothing() -> None:
+    """Four images where DeLong's variance is zero: no z, no interval, p = 1 (not p = 0 and a
+    'better' verdict, as before)."""
+    targets = np.array([1, 1, 0, 0])
+    perfect, inverted = np.array([0.9, 0.9, 0.1, 0.1]), np.array([0.1, 0.1, 0.9, 0.9])
+    result = delong(targets, perfect, inverted)
+    assert result.difference == 1.0
+    assert result.p_value == 1.0
+    assert math.isnan(result.ci_low) and math.isnan(result.ci_high)
+    assert verdict(result.difference, result.p_value).startswith("indistinguishable")

@@ -67,8 +67,12 @@ def _nanmean(values: list[np.ndarray]) -> np.ndarray:
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """Per row: the Mann-Whitney AUROC of ``scores`` for the ``positive`` mask (``[R, n]``)."""
-    ranks = scores.argsort(axis=1, kind="stable").argsort(axis=1, kind="stable") + 1.0
+    """Per row: the Mann-Whitney AUROC of ``scores`` for the ``positive`` mask (``[R, n]``).
+
+    Tied scores share their mid-rank, so a positive tied with a negative counts one half (as in
+    torchmetrics' AUROC and DeLong's test): saturated softmax outputs are ties, and ranking
+    them by position would bias every resample's AUROC towards 0 or 1."""
+    ranks = scipy.stats.rankdata(scores, method="average", axis=1)
     n_pos = positive.sum(axis=1).astype(float)
     n_neg = positive.shape[1] - n_pos
     rank_sum = (ranks * positive).sum(axis=1)

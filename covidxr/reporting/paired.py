@@ -116,8 +116,10 @@ def delong(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> P
     difference = float(aucs[0] - aucs[1])
     variance = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     if variance <= 1e-15:
-        p = 1.0 if abs(difference) < 1e-12 else 0.0
-        return PairedResult("DeLong", m + n, difference, difference, difference, p)
+        # No estimated variance (a handful of images, identical structural components): the
+        # z statistic is undefined, and nothing shows the difference is real: p = 1, as the
+        # reference implementations give; no interval is claimed.
+        return PairedResult("DeLong", m + n, difference, math.nan, math.nan, 1.0)
     se = math.sqrt(variance)
     z = difference / se
     p = float(2 * scipy.stats.norm.sf(abs(z)))
