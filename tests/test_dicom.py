@@ -110,6 +110,8 @@ def _refusable(kind: str, gray: np.ndarray, folder: Path) -> Path:
     elif kind == "colour":
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.PixelData = np.repeat(gray[..., None], 3, axis=2).tobytes()
+    elif kind == "linear_exact_width_0":
+        ds.VOILUTFunction, ds.WindowCenter, ds.WindowWidth = "LINEAR_EXACT", 128, 0
     elif kind == "bomb":  # a header declaring 20,000 x 20,000 pixels over a few kilobytes
         ds.Rows = ds.Columns = 20_000
     elif kind == "unsupported_syntax":
@@ -133,6 +135,7 @@ def _refusable(kind: str, gray: np.ndarray, folder: Path) -> Path:
         ("truncated", "truncated"),
         ("unsupported_syntax", "transfer syntax"),
         ("bomb", "20,000 x 20,000 pixels, over the limit"),
+        ("linear_exact_width_0", "LINEAR_EXACT window width 0"),
     ],
 )
 def test_dicom_that_is_not_one_grey_xray_is_refused_naming_it(
@@ -377,3 +380,28 @@ def test_synth_writes_dicom_patients_sites_and_a_manifest(tmp_path: Path, capsys
     first = pydicom.dcmread(tmp_path / "d" / rows[0]["path"])
     assert first.PatientID == rows[0]["patient"] and first.InstitutionName == rows[0]["site"]
     assert first.BitsStored == 12 and read_gray(tmp_path / "d" / rows[0]["path"]).dtype == np.uint8
+
+
+@pytest.mark.parametrize("vr", ["US", "OW"])
+def test_an_8_bit_voi_lut_longer_than_256_entries_maps_every_value(
+    vr: str, source_png: Path, tmp_path: Path
+) -> None:
+    """12-bit stored values through a 4,096-entry, 8-bit VOI LUT: the same grey as the PNG
+    (pydicom 3.0.2's own apply_voi wraps the index at 256 and read 240 as 61)."""
+    from pydicom.dataset import Dataset
+
+    gray = read_gray(source_png)
+    path = tmp_path / "voi.dcm"
+    write_dicom(path, gray, bits_stored=12)  # stores gray << 4
+    ds = pydicom.dcmread(path)
+    del ds.WindowCenter, ds.WindowWidth
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 8]
+    table = (np.arange(4096) >> 4).astype(np.uint16)  # back to the 8-bit grey
+    lut.LUTData = table.tobytes() if vr == "OW" else table.tolist()
+    lut["LUTData"].VR = vr
+    ds.VOILUTSequence = [lut]
+    ds.save_as(path)
+    decoded = read_gray(path)
+    assert decoded.max() == gray.max() > 200
+    assert np.array_equal(decoded, gray)

@@ -52,6 +52,8 @@ def _dataset(source: bytes | np.ndarray | str | os.PathLike, stop_before_pixels=
 
 def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
     """PS3.3 C.11.2.1.2 windowing to 0..1 (LINEAR, LINEAR_EXACT or SIGMOID)."""
+    if function in ("SIGMOID", "LINEAR_EXACT") and not width > 0:
+        raise DicomError(f"its {function} window width {width} is not above 0 (PS3.3 C.11.2.1.2)")
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     if function == "LINEAR_EXACT":
@@ -99,12 +101,34 @@ def _pixels(ds) -> np.ndarray:
         raise DicomError(f"its pixel data is damaged or truncated ({exc})") from exc
 
 
+def _voi_lut(values: np.ndarray, ds) -> np.ndarray:
+    """The first VOI LUT (PS3.3 C.11.2.1.1) applied to modality values, scaled to 0..1.
+
+    Written here, not pydicom's ``apply_voi``: pydicom 3.0.2 indexes an 8-bit LUT with an uint8
+    array, so a LUT of more than 256 entries wraps (a LUT reaching grey 240 read as 61)."""
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 2**16
+    if not (bits == 8 or 10 <= bits <= 16):
+        raise DicomError(f"its VOI LUT has {bits} bits per entry (PS3.3 allows 8 or 10-16)")
+    data = item.LUTData
+    if isinstance(data, bytes):  # OW: 16-bit words in the dataset's byte order
+        order = "<" if getattr(ds, "is_little_endian", True) is not False else ">"
+        lut = np.frombuffer(data, dtype=f"{order}u2")[:entries]
+    else:
+        lut = np.atleast_1d(np.asarray(data, dtype=np.int64))
+    if len(lut) < entries:
+        raise DicomError(f"its VOI LUT holds {len(lut)} of the {entries} entries it declares")
+    index = np.clip(np.rint(values).astype(np.int64) - first, 0, entries - 1)
+    return lut.astype(np.float64)[index] / float(2**bits - 1)
+
+
 def dicom_to_gray(
     buffer: bytes | np.ndarray, oversized: Callable[[int, int], str | None] = lambda w, h: None
 ) -> np.ndarray:
     """Decode a DICOM file's bytes to HxW uint8 grey, or raise ``DicomError`` saying why.
     ``oversized(columns, rows)`` names a declared size to refuse before the pixels are read."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut
 
     ds = _dataset(buffer)
     reason = oversized(int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0))
@@ -126,9 +150,7 @@ def dicom_to_gray(
         )
     values = apply_modality_lut(_pixels(ds), ds).astype(np.float64)
     if "VOILUTSequence" in ds:
-        values = apply_voi_lut(values, ds, index=0).astype(np.float64)
-        descriptor = ds.VOILUTSequence[0].LUTDescriptor
-        scaled = values / float(2 ** int(descriptor[2]) - 1)
+        scaled = _voi_lut(values, ds)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
         scaled = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
