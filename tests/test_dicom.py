@@ -48,13 +48,16 @@ def with_sbit(png: bytes, bits: int) -> bytes:
     return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
 
 
-def write_12bit_png(path: Path, gray: np.ndarray) -> Path:
-    """What a DICOM export tool writes: 12-bit values in a 16-bit PNG, declared by sBIT."""
-    ok, encoded = cv2.imencode(
-        ".png", (gray.astype(np.uint16) << 4) | (gray.astype(np.uint16) >> 4)
-    )
+def write_12bit_png(path: Path, gray: np.ndarray, convention: str = "scaled") -> Path:
+    """12-bit data in a 16-bit PNG, as tools write it: ``scaled`` to 16 bits with ``sBIT`` 12
+    (the PNG specification), ``raw`` values 0..4095 with ``sBIT`` 12, or ``raw`` values with no
+    ``sBIT`` (``bare``: what most converters write)."""
+    twelve = (gray.astype(np.uint16) << 4) | (gray.astype(np.uint16) >> 4)  # 0..4095
+    samples = (twelve << 4) | (twelve >> 8) if convention == "scaled" else twelve
+    ok, encoded = cv2.imencode(".png", samples)
     assert ok
-    path.write_bytes(with_sbit(encoded.tobytes(), 12))
+    data = encoded.tobytes()
+    path.write_bytes(data if convention == "bare" else with_sbit(data, 12))
     return path
 
 
@@ -147,15 +150,33 @@ def test_dicom_that_is_not_one_grey_xray_is_refused_naming_it(
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def test_deeper_than_8_bits_is_scaled_by_its_real_range(source_png: Path, tmp_path) -> None:
+def test_deeper_than_8_bits_is_read_by_its_bit_depth(
+    source_png: Path, tmp_path, caplog, monkeypatch
+) -> None:
+    """Every convention of 12-bit data in 16-bit files reads as the 8-bit X-ray, never stretched
+    by the image's own range (which changed the contrast of a dim image)."""
+    from covidxr.data.formats import decode
+
+    monkeypatch.setattr(decode, "_said", set())  # the guess is said once per process
     gray = read_gray(source_png)
-    decoded = read_gray(write_12bit_png(tmp_path / "12bit.png", gray))
-    assert np.abs(decoded.astype(int) - gray).max() <= 1  # sBIT: 12 significant bits
-    dim = np.array([[0, 1000, 2000, 4095]], np.uint16)  # 12-bit data, no sBIT
+    for convention in ("scaled", "raw", "bare"):
+        decoded = read_gray(write_12bit_png(tmp_path / f"{convention}.png", gray, convention))
+        assert np.abs(decoded.astype(int) - gray).max() <= 1, convention
+    dim = np.array([[0, 1000, 2000, 3000]], np.uint16)  # 12-bit data, no sBIT, maximum < 4095
     cv2.imwrite(str(tmp_path / "no_sbit.png"), dim)
-    assert read_gray(tmp_path / "no_sbit.png").tolist() == [[0, 62, 125, 255]]  # not 14/255
-    cv2.imwrite(str(tmp_path / "16bit.tif"), dim)
-    assert read_gray(tmp_path / "16bit.tif").max() == 255
+    with caplog.at_level("WARNING"):
+        assert read_gray(tmp_path / "no_sbit.png").tolist() == [[0, 62, 125, 187]]  # not 255
+    assert "read as 12-bit data" in caplog.text
+    cv2.imwrite(str(tmp_path / "16bit.tif"), np.array([[0, 65535]], np.uint16))
+    assert read_gray(tmp_path / "16bit.tif").tolist() == [[0, 255]]
+
+
+def test_a_tiff_with_an_orientation_tag_is_turned_upright_once(tmp_path: Path) -> None:
+    upright = np.zeros((20, 40), np.uint8)
+    upright[:5, :10] = 255
+    path = tmp_path / "turned.tif"
+    PIL.Image.fromarray(np.rot90(upright, 1)).save(path, tiffinfo={0x0112: 6})
+    assert np.array_equal(read_gray(path), upright)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -460,7 +460,10 @@ def test_predict_scores_an_xray_alike_in_every_form_it_ships_in(
         write_dicom(
             forms[f"{i}:dicom"], gray, bits_stored=12, monochrome1=True, rescale=(0.5, -100)
         )
-        forms[f"{i}:png12"] = write_12bit_png(tmp_path / f"{i}-12bit.png", gray)
+        for convention in ("scaled", "raw", "bare"):  # the PNG rule, raw with sBIT, no sBIT
+            forms[f"{i}:png12{convention}"] = write_12bit_png(
+                tmp_path / f"{i}-12bit-{convention}.png", gray, convention
+            )
         forms[f"{i}:jpeg"] = tmp_path / f"{i}.jpg"
         PIL.Image.fromarray(gray).save(forms[f"{i}:jpeg"], quality=100)
         exif = PIL.Image.Exif()
@@ -474,7 +477,8 @@ def test_predict_scores_an_xray_alike_in_every_form_it_ships_in(
     p = {form: by_path[str(path)] for form, path in forms.items()}
     for i in range(4):
         assert p[f"{i}:dicom"] == pytest.approx(p[f"{i}:png"], abs=0.01)
-        assert p[f"{i}:png12"] == pytest.approx(p[f"{i}:png"], abs=0.01)
+        for convention in ("scaled", "raw", "bare"):
+            assert p[f"{i}:png12{convention}"] == pytest.approx(p[f"{i}:png"], abs=0.01)
         assert p[f"{i}:exif"] == pytest.approx(p[f"{i}:jpeg"], abs=0.01)
 
 

@@ -5,15 +5,21 @@ single uint8 channel: augmenting one channel is three times cheaper than three, 
 pipeline replicates it to the three channels an ImageNet-style backbone expects at the very end.
 
 * DICOM (recognised by content): see ``dicom.py``.
-* More than 8 bits (16-bit PNG/TIFF, often 12-bit data exported from a DICOM): scaled by the bits
-  the PNG's ``sBIT`` chunk says are significant; without it, by the image's own minimum and
-  maximum (a fixed shift by 8 bits would leave 12-bit data nearly black).
-* EXIF orientation is applied, so a phone photo of a film is read upright.
+* More than 8 bits (16-bit PNG/TIFF, often 12-bit data exported from a DICOM): read as its bit
+  depth says, never stretched by its own range (that would change an image's contrast, and the
+  same X-ray would score differently as 8-bit and 16-bit). A PNG with ``sBIT`` whose samples are
+  scaled to 16 bits, as the PNG specification says, is shifted back by 16 - sBIT; raw values
+  (the maximum fits in sBIT bits, or no sBIT at all: what most converters write) are divided by
+  the largest value of their depth, the depth being sBIT or, guessed and said in one line, the
+  smallest of 10, 12, 14, 16 bits that holds the maximum (<= 4095: 12-bit).
+* EXIF orientation is applied, so a phone photo of a film is read upright (OpenCV turns a TIFF
+  upright itself; it is not turned twice).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
 import warnings
@@ -30,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from covidxr.data.formats.dicom import DicomError, dicom_to_gray, is_dicom
 from covidxr.utils.errors import UserError
 
+log = logging.getLogger(__name__)
 #: Largest image accepted: 10,000 x 10,000 pixels (chest X-rays are at most about 4,300 x 4,300).
 MAX_PIXELS = 100_000_000
 
@@ -49,9 +56,29 @@ class UnreadableImageError(UserError, ValueError):
         )
 
 
-def to_uint8_gray(image: np.ndarray, significant_bits: int | None = None) -> np.ndarray:
-    """Collapse channels to grey and scale deeper data to 0..255: by ``significant_bits`` when
-    known, else (16-bit) by the image's own range."""
+#: Bit depths 16-bit files hold in practice (CR/DX detectors: 10, 12, 14 bits).
+DEPTHS = (10, 12, 14, 16)
+
+
+def bit_depth(image: np.ndarray, significant_bits: int | None) -> tuple[int, bool, bool]:
+    """``(depth, scaled, guessed)`` of 16-bit samples: their depth, whether they are scaled to
+    the full 16 bits (the PNG rule for ``sBIT``), and whether the depth was guessed from the
+    maximum (no ``sBIT``)."""
+    peak = int(image.max())
+    if significant_bits and 8 <= significant_bits < 16:
+        return significant_bits, peak > 2**significant_bits - 1, False
+    if significant_bits == 16:
+        return 16, False, False
+    return next(d for d in DEPTHS if peak <= 2**d - 1), False, True
+
+
+def to_uint8_gray(
+    image: np.ndarray,
+    significant_bits: int | None = None,
+    on_guess: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Collapse channels to grey and scale deeper data to 0..255 by its bit depth
+    (``bit_depth``); ``on_guess(depth)`` is told when the depth was guessed."""
     if image.ndim == 3:
         channels = image.shape[2]
         if channels == 1 or channels == 2:  # grey, or grey + alpha
@@ -65,11 +92,12 @@ def to_uint8_gray(image: np.ndarray, significant_bits: int | None = None) -> np.
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
     if image.dtype == np.uint16:
-        if significant_bits:
-            full = float(2**significant_bits - 1)
-            return np.rint(np.clip(image / full, 0.0, 1.0) * 255.0).astype(np.uint8)
-        low, high = float(image.min()), float(image.max())
-        return np.rint((image - low) * (255.0 / max(high - low, 1.0))).astype(np.uint8)
+        depth, scaled, guessed = bit_depth(image, significant_bits)
+        if guessed and on_guess is not None:
+            on_guess(depth)
+        values = image >> (16 - depth) if scaled else image
+        full = float(2**depth - 1)
+        return np.rint(np.clip(values / full, 0.0, 1.0) * 255.0).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     raise ValueError(f"unsupported pixel type: {image.dtype}")
@@ -163,12 +191,28 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
             path, "not a decodable DICOM/PNG/JPEG/TIFF (truncated or another format)"
         )
     try:
-        gray = to_uint8_gray(image, png_significant_bits(buffer))
+        gray = to_uint8_gray(image, png_significant_bits(buffer), lambda d: _guessed(path, d))
     except ValueError as exc:
         raise UnreadableImageError(path, str(exc)) from exc
-    if orientation in _UPRIGHT:
+    if orientation in _UPRIGHT and buffer[:4].tobytes() not in (b"II*\x00", b"MM\x00*"):
         gray = np.ascontiguousarray(_UPRIGHT[orientation](gray))
     return gray
+
+
+_said: set[int] = set()
+
+
+def _guessed(path: str | os.PathLike, depth: int) -> None:
+    """One line per depth and process: a 16-bit file without ``sBIT`` read as ``depth`` bits."""
+    if depth not in _said:
+        _said.add(depth)
+        log.warning(
+            "%s holds 16-bit samples with no sBIT chunk: read as %d-bit data (its maximum fits "
+            "%d bits); other such files are read the same way",
+            path,
+            depth,
+            depth,
+        )
 
 
 def _check(path: Path) -> tuple[Path, str | None]:
