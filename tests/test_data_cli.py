@@ -89,3 +89,16 @@ def test_bench_data_prints_every_row(phantoms: Path, capsys) -> None:
         assert row in out
     # CPU results depend on the thread count: a benchmark must not change it for what follows
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["predict", "--images", "0"], ["predict", "--workers", "-1"], ["train", "--steps", "x"]],
+)
+def test_bench_options_out_of_range_are_one_line_and_exit_2(argv: list[str], capsys) -> None:
+    from covidxr.cli.bench import main as bench_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(argv)
+    assert exit_info.value.code == 2
+    assert "give an integer >=" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -128,3 +128,17 @@ def test_ray_jobs_ask_for_what_this_machine_has() -> None:
     assert f"num_cpus={too_many}" in problem and f"has {available_cpus()}" in problem
     assert unmet_launch_request(ray(1)) is None
     assert unmet_launch_request(ray(too_many, address="auto")) is None  # a cluster elsewhere
+
+
+def test_a_run_folder_that_cannot_be_made_is_named_before_hydra_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from covidxr.utils import runner
+
+    afile = tmp_path / "taken.txt"
+    afile.write_text("x")
+    assert "is a file, not a folder" in runner.unusable_folder(afile)
+    assert f"{afile} is a file" in runner.unusable_folder(afile / "run")
+    assert runner.unusable_folder(tmp_path / "new" / "run") is None
+    monkeypatch.setattr(runner.os, "access", lambda *a: False)  # a read-only share (not root)
+    assert "may not be written" in runner.unusable_folder(tmp_path / "new" / "run")

@@ -22,6 +22,22 @@ from rich.console import Console
 from covidxr.benchmarks.inference import bench_predict
 from covidxr.benchmarks.pipeline import bench_data
 from covidxr.benchmarks.training import bench_gpu, bench_train
+from covidxr.data.loading.options import MIN_IMAGE_SIZE
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (a bad value is argparse's one line, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text}: give an integer >= {minimum}")
+        return value
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,18 +45,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_data = sub.add_parser("data", help="input pipeline images/s against ImageFolder + PIL")
     p_data.add_argument("--root", type=Path, default=None, help="dataset (default: real set)")
-    p_data.add_argument("--images", type=int, default=1024, help="images to read (1024)")
-    p_data.add_argument("--image-size", type=int, default=224)
-    p_data.add_argument("--batch-size", type=int, default=32)
+    p_data.add_argument("--images", type=at_least(1), default=1024, help="images to read (1024)")
+    p_data.add_argument("--image-size", type=at_least(MIN_IMAGE_SIZE), default=224)
+    p_data.add_argument("--batch-size", type=at_least(1), default=32)
     p_train = sub.add_parser("train", help="Trainer images/s against a plain PyTorch loop")
-    p_train.add_argument("--image-size", type=int, default=64)
-    p_train.add_argument("--batch-size", type=int, default=16)
-    p_train.add_argument("--steps", type=int, default=12, help="timed steps per round (12)")
-    p_train.add_argument("--rounds", type=int, default=2, help="interleaved rounds (2)")
+    p_train.add_argument("--image-size", type=at_least(MIN_IMAGE_SIZE), default=64)
+    p_train.add_argument("--batch-size", type=at_least(1), default=16)
+    p_train.add_argument("--steps", type=at_least(1), default=12, help="timed steps per round (12)")
+    p_train.add_argument("--rounds", type=at_least(1), default=2, help="interleaved rounds (2)")
     p_gpu = sub.add_parser("gpu", help="GPU training images/s, data wait and memory (CUDA)")
     p_gpu.add_argument("--root", type=Path, default=None, help="real data for the loader rows")
-    p_gpu.add_argument("--batch-size", type=int, default=256)
-    p_gpu.add_argument("--steps", type=int, default=30, help="timed steps per setting (30)")
+    p_gpu.add_argument("--batch-size", type=at_least(1), default=256)
+    p_gpu.add_argument("--steps", type=at_least(1), default=30, help="timed steps per setting (30)")
     p_predict = sub.add_parser("predict", help="CPU inference images/s per path, and the gate")
     p_predict.add_argument(
         "--ckpt",
@@ -49,10 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a trained checkpoint (its "
         "run's test images; default: a random model on the real set)",
     )
-    p_predict.add_argument("--images", type=int, default=256, help="images scored (256)")
-    p_predict.add_argument("--image-size", type=int, default=224, help="without --ckpt (224)")
-    p_predict.add_argument("--batch-size", type=int, default=16)
-    p_predict.add_argument("--workers", type=int, default=2, help="decoding processes (2)")
+    p_predict.add_argument("--images", type=at_least(1), default=256, help="images scored (256)")
+    p_predict.add_argument(
+        "--image-size", type=at_least(MIN_IMAGE_SIZE), default=224, help="without --ckpt (224)"
+    )
+    p_predict.add_argument("--batch-size", type=at_least(1), default=16)
+    p_predict.add_argument("--workers", type=at_least(0), default=2, help="decoding processes (2)")
     p_predict.add_argument("--output", type=Path, default=Path("logs/bench_predict.json"))
     args = parser.parse_args(argv)
     console = Console()

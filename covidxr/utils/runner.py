@@ -221,6 +221,19 @@ def route_ddp_children_to_this_job(module: str) -> None:
     route_ddp_children(functools.partial(_job_subprocess_cmd, module))
 
 
+def unusable_folder(folder: Path) -> str | None:
+    """Why a run could not write into ``folder`` (a file there, a parent it may not write), or
+    None; checked before Hydra creates anything."""
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a folder: give a folder for the run."
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, so no folder can be made below it: give another folder."
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} may not be written by this user: give a folder you can write."
+    return None
+
+
 class RunFolderGuard(HydraCallback):
     """Refuse to start a run in a folder an earlier run wrote (``hydra.run.dir=<it>``), before
     Hydra writes anything there: its checkpoints, split and metrics would be replaced.
@@ -231,6 +244,9 @@ class RunFolderGuard(HydraCallback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.run.dir)
+        unusable = unusable_folder(folder)
+        if unusable:
+            exit_with_user_error(f"hydra.run.dir={folder}: {unusable}")
         earlier = folder / str(config.hydra.output_subdir) / "config.yaml"
         if config.hydra.output_subdir is None or not earlier.is_file():
             return
