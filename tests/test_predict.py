@@ -213,6 +213,24 @@ def test_a_format_that_cannot_be_loaded_back_is_not_offered(
     assert "format=torchscript: choose one of onnx, pt2" in capsys.readouterr().err
 
 
+def test_a_symlink_loop_in_an_input_folder_gets_a_row_and_the_rest_is_scored(
+    test_files: list[Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(test_files[0], folder / "x.png")
+    (folder / "a").symlink_to("b")
+    (folder / "b").symlink_to("a")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "up").symlink_to("..")  # a folder loop is not walked forever
+    files = expand_inputs([folder])
+    assert sorted(f.name for f in files) == ["a", "b", "x.png"]
+    errors = {}
+    for _, indices, errs in batches(files, 32):
+        errors |= {files[i].name: e for i, e in zip(indices, errs, strict=True)}
+    assert errors["x.png"] == "" and "symbolic links" in errors["a"]
+
+
 def test_overlays_of_same_named_inputs_do_not_collide(tmp_path: Path) -> None:
     files = [tmp_path / "a" / "scan.png", tmp_path / "b" / "scan.png", tmp_path / "b" / "c.png"]
     cam = tmp_path / "out" / "cam"

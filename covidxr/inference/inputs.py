@@ -25,15 +25,20 @@ def expand_inputs(inputs: Sequence[str | os.PathLike], skip: Sequence[Path] = ()
 
     In folders only image files count (a README or Thumbs.db is not a failed X-ray), and nothing
     under ``skip`` (this run's own outputs: its CSV and overlays, when written inside an input
-    folder). Files named one by one are taken as they are.
+    folder). Files named one by one are taken as they are. A symlink loop in a folder is listed
+    like an unreadable file: its row names the loop, the other files are scored.
     """
     skipped = [Path(s).resolve() for s in skip]
 
     def wanted(p: Path) -> bool:
-        resolved = p.resolve()
+        if p.name.startswith("."):
+            return False
+        try:
+            resolved = p.resolve()
+        except (RuntimeError, OSError):  # a symlink loop: listed, so that its row says why
+            return p.is_symlink()
         return (
             p.is_file()
-            and not p.name.startswith(".")
             and is_image_file(p)
             and not any(resolved == s or s in resolved.parents for s in skipped)
         )
