@@ -152,3 +152,14 @@ def test_eval_config_composes(tmp_path: Path, data_dir: Path) -> None:
     cfg = compose_config("eval", ["ckpt_path=x.ckpt"], tmp_path, data_dir)
     assert cfg.ckpt_path == "x.ckpt"
     assert not cfg.logger
+
+
+def test_a_config_choice_that_does_not_exist_is_one_line_before_hydra() -> None:
+    from covidxr.cli import unknown_group_choice
+
+    assert unknown_group_choice(["backbone=resnet18"]).startswith(
+        "backbone=resnet18 is not an option of backbone: choose one of chestxray14"
+    )
+    assert "optimizer=adamx" in unknown_group_choice(["-m", "optimizer=adam,adamx", "seed=1"])
+    fine = ["experiment=smoke", "data=manifest", "+debug=fdr", "model.head=paper", "seed=3"]
+    assert unknown_group_choice([*fine, "backbone=imagenet", "logger=many,csv"]) is None

@@ -5,10 +5,18 @@ Entry points compose and call library code; what they share is the Hydra set-up 
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from covidxr.paths import CONF_DIR
 from covidxr.utils.config import RESOLVERS
+from covidxr.utils.errors import exit_with_user_error, report_user_errors
 from covidxr.weights.registry import REGISTRY, study_keys
 
 
@@ -32,3 +40,55 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     for spec in REGISTRY.values():
         store.store(group="backbone", name=spec.key, node=spec.config())
+
+
+#: ``group=choice`` (also ``+group=a,b`` in a sweep): the overrides that pick a config file.
+_CHOICE = re.compile(r"^\+{0,2}(?P<group>[A-Za-z_]+)=(?P<value>[A-Za-z0-9_.,-]+)$")
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group: its YAML files, and the configs the code stores."""
+    files = [p.stem for p in (CONF_DIR / group).glob("*.yaml")]
+    stored = ConfigStore.instance().repo.get(group, {})
+    names = [name.removesuffix(".yaml") for name in stored if isinstance(name, str)]
+    return sorted({*files, *names})
+
+
+def unknown_group_choice(overrides: Sequence[str]) -> str | None:
+    """The first ``group=choice`` naming no option of its group, as one line, or None."""
+    register_configs()
+    for item in overrides:
+        match = _CHOICE.match(item)
+        if not match or (not (CONF_DIR / match["group"]).is_dir() and match["group"] != "backbone"):
+            continue
+        choices = group_choices(match["group"])
+        for value in match["value"].split(","):
+            if value not in choices and value != "null":
+                return (
+                    f"{match['group']}={value} is not an option of {match['group']}: choose one "
+                    f"of {', '.join(choices)}."
+                )
+    return None
+
+
+def hydra_app(config_name: str) -> Callable[[Callable], Callable]:
+    """``hydra.main`` on ``conf/<config_name>.yaml`` with covidxr's user errors: a config group
+    choice that does not exist is one line and exit 2 (Hydra's own report exits 1), checked
+    before Hydra composes anything; a user error of the task likewise."""
+
+    def decorate(task: Callable) -> Callable:
+        app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(
+            report_user_errors(task)
+        )
+
+        @functools.wraps(task)
+        def main(*args, **kwargs):
+            if not args and not kwargs:  # a console script: the overrides are the command line
+                problem = unknown_group_choice(sys.argv[1:])
+                if problem:
+                    exit_with_user_error(problem)
+            return app(*args, **kwargs)
+
+        return main
+
+    return decorate

@@ -19,18 +19,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from covidxr.cli import register_configs
+from covidxr.cli import hydra_app, register_configs
 from covidxr.data.loading.datamodule import RadiographyDataModule
 from covidxr.inference.forms import CHECKPOINT, form_of
 from covidxr.inference.gradcam import write_test_cam_grid
 from covidxr.inference.threshold import save_threshold
 from covidxr.models.module import XRayClassifier
 from covidxr.models.tta import resolve_views
-from covidxr.paths import CONF_DIR
 from covidxr.reporting.ensemble import ensemble_members, ensemble_test, shared_test_split
 from covidxr.reporting.exported import evaluate_exported
 from covidxr.reporting.options import check_eval
@@ -42,7 +40,7 @@ from covidxr.reporting.run import (
 )
 from covidxr.reporting.wandb_plots import log_image
 from covidxr.run_folder import RunFolder
-from covidxr.utils.errors import ConfigError, report_user_errors
+from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import write_json
 from covidxr.utils.runner import build_trainer, output_dir, task_wrapper
 
@@ -125,8 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-@report_user_errors
+@hydra_app("eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

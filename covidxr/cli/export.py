@@ -8,20 +8,16 @@ covidxr-export ckpt_path=<run>/checkpoints/best.ckpt quantize=int8   # model.int
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from covidxr.cli import register_configs
+from covidxr.cli import hydra_app, register_configs
 from covidxr.inference.forms import check_export_options, export_form
 from covidxr.inference.options import check_export
 from covidxr.inference.predictors import sidecar
-from covidxr.paths import CONF_DIR
-from covidxr.utils.errors import report_user_errors
 from covidxr.utils.io import check_new_output
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
-@report_user_errors
+@hydra_app("export")
 def main(cfg: DictConfig) -> None:
     check_export(cfg)
     form = check_export_options(cfg.format, cfg.get("quantize"))

@@ -15,20 +15,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from covidxr.cli import register_configs
+from covidxr.cli import hydra_app, register_configs
 from covidxr.data.formats.decode import read_gray
 from covidxr.inference.forms import load_model
 from covidxr.inference.inputs import batches, expand_inputs
 from covidxr.inference.options import check_predict
 from covidxr.inference.predictors import Predictor, TorchPredictor
 from covidxr.models.tta import View, averaged, resolve_views
-from covidxr.paths import CONF_DIR
-from covidxr.utils.errors import ConfigError, report_user_errors
+from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import atomic_write, check_new_output
 
 log = logging.getLogger(__name__)
@@ -119,8 +117,7 @@ def inputs_and_outputs(cfg: DictConfig) -> tuple[Path, Path | None, list[Path]]:
     return output, cam_dir, files
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
-@report_user_errors
+@hydra_app("predict")
 def main(cfg: DictConfig) -> None:
     check_predict(cfg)
     output, cam_dir, files = inputs_and_outputs(cfg)

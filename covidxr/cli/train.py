@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
-from covidxr.cli import register_configs
+from covidxr.cli import hydra_app, register_configs
 from covidxr.data.formats.classes import normalize_class_name
 from covidxr.data.loading.options import check_loader
 from covidxr.data.splitting.spec import SplitSpec
 from covidxr.models.callbacks import PREEMPTED_EXIT
 from covidxr.models.options import check_training
 from covidxr.models.preprocessing import check_positive_class
-from covidxr.paths import CONF_DIR
 from covidxr.reporting.run import out_of_fold, test_and_report
 from covidxr.run_folder import RunFolder
-from covidxr.utils.errors import ConfigError, report_user_errors
+from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import check_checkpoint, read_json
 from covidxr.utils.runner import (
     build_trainer,
@@ -164,8 +162,7 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics.get(name) if name else None
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-@report_user_errors
+@hydra_app("train")
 def main(cfg: DictConfig) -> float | None:
     return optimized_value(cfg, train(cfg))
 
