@@ -100,9 +100,6 @@ class RunFolder:
         """The id of a logger's run (``wandb``), reused when the job resumes in this folder."""
         return self.path / f"{name}_id.txt"
 
-    def holds_run(self) -> bool:
-        return self.config.is_file()
-
 
 @dataclass(frozen=True)
 class ReportFolder:

@@ -89,7 +89,7 @@ def end_to_end(
 
 
 def _inputs(
-    ckpt: Path | None, images: int, image_size: int, tmp: Path
+    ckpt: Path | None, images: int, image_size: int, tmp: Path, console: Console
 ) -> tuple[XRayClassifier, list[Path], np.ndarray | None, list[Path]]:
     """The model, the files to score (the run's test images for a checkpoint), their labels,
     and calibration images (the run's training images)."""
@@ -100,10 +100,13 @@ def _inputs(
         return model, files[:images], targets[:images], splits["train"][0][:256]
     root = real_data_dir()
     if root is None:
-        print("COVIDXR_REAL_DATA is not set: benchmarking an untrained model on phantoms.")
+        console.print("COVIDXR_REAL_DATA is not set: benchmarking an untrained model on phantoms.")
         root = generate_phantoms(tmp / "phantoms", per_class=images // 2 + 1)
     else:
-        print(f"Benchmarking an untrained model on the real X-rays in {root} (COVIDXR_REAL_DATA).")
+        console.print(
+            f"Benchmarking an untrained model on the real X-rays in {root} (COVIDXR_REAL_DATA).",
+            highlight=False,
+        )
     every = find_layout(root).files
     files = every[:: max(1, len(every) // images)][:images]
     return XRayClassifier(image_size=image_size), files, None, files[:256]
@@ -122,7 +125,7 @@ def bench_predict(
     torch.set_num_threads(compute_threads())
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        model, files, targets, calibration = _inputs(ckpt, images, image_size, tmp)
+        model, files, targets, calibration = _inputs(ckpt, images, image_size, tmp, console)
         prep = model.preprocessing
         size = prep.image_size
         start = time.perf_counter()

@@ -59,9 +59,9 @@ def unknown_group_choice(overrides: Sequence[str]) -> str | None:
     register_configs()
     for item in overrides:
         match = _CHOICE.match(item)
-        if not match or (not (CONF_DIR / match["group"]).is_dir() and match["group"] != "backbone"):
+        choices = group_choices(match["group"]) if match else []
+        if not choices:  # not a config group (seed=1, model.head=paper, ...)
             continue
-        choices = group_choices(match["group"])
         for value in match["value"].split(","):
             if value not in choices and value != "null":
                 return (

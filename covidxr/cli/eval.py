@@ -64,12 +64,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ensemble"):
         return evaluate_ensemble(cfg)
     ckpt_path = Path(cfg.ckpt_path)
-    if form_of(ckpt_path) is not CHECKPOINT:
+    form = form_of(ckpt_path)
+    if form is not CHECKPOINT:
         needs = [k for k in ("tta", "cam_samples", "external", "target_sensitivity") if cfg.get(k)]
         if needs:
             raise ConfigError(
                 f"{needs[0]}= needs the checkpoint (.ckpt): {ckpt_path} is an exported "
-                f"{form_of(ckpt_path).name} file."
+                f"{form.name} file."
             )
         return evaluate_exported(
             ckpt_path, cfg.data, cfg.split_file, output_dir(), cfg.get("strict", False)

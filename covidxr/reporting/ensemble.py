@@ -49,7 +49,7 @@ def ensemble_members(entries: Sequence[str | os.PathLike], top_k: int | None = N
     for entry in [entries] if isinstance(entries, str | os.PathLike) else entries:
         path = Path(entry).expanduser()
         if path.is_dir():
-            found += sorted(path.rglob("checkpoints/best.ckpt"))
+            found += sorted(path.rglob(RunFolder(Path()).best_checkpoint.as_posix()))
         elif path.is_file():
             found.append(path)
         else:

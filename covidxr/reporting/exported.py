@@ -35,14 +35,14 @@ def evaluate_exported(
 ) -> dict[str, float]:
     """Score the source run's test split with the exported file; write its report."""
     path = Path(path)
-    predictor = load_model(path)
-    source = source_checkpoint(path)
+    source = source_checkpoint(path)  # named before any model is loaded
     if source is None or not source.is_file():
         raise MissingFileError(
             f"{sidecar(path)} names no checkpoint that is still there ({source}): covidxr-eval "
             f"tests a {form_of(path).name} file on the test split of the run it was exported "
             "from. Export it again from that run's checkpoint."
         )
+    predictor = load_model(path)
     model = XRayClassifier.from_checkpoint(source)  # the run's classes and interval settings
     datamodule = RadiographyDataModule.from_checkpoint(source, data_overrides, split_file)
     datamodule.setup("test")

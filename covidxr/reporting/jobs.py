@@ -16,6 +16,9 @@ from pathlib import Path
 from covidxr.run_folder import RunFolder
 from covidxr.utils.errors import MissingFileError
 
+#: Where a run folder keeps its composed config, relative to it: what makes a folder a run.
+CONFIG = RunFolder(Path()).config.as_posix()
+
 
 @dataclass
 class Job:
@@ -65,9 +68,7 @@ def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise MissingFileError(f"{folder} is not a folder: give a multirun or run folder.")
-        configs = sorted(
-            {*folder.glob(".hydra/config.yaml"), *folder.glob("**/.hydra/config.yaml")}
-        )
+        configs = sorted({*folder.glob(CONFIG), *folder.glob(f"**/{CONFIG}")})
         for config_path in configs:
             run = RunFolder(config_path.parent.parent)
             config = yaml.safe_load(run.config.read_text()) or {}
