@@ -155,9 +155,9 @@ def test_deeper_than_8_bits_is_read_by_its_bit_depth(
 ) -> None:
     """Every convention of 12-bit data in 16-bit files reads as the 8-bit X-ray, never stretched
     by the image's own range (which changed the contrast of a dim image)."""
-    from covidxr.data.formats import decode
+    from covidxr.data.formats import depth
 
-    monkeypatch.setattr(decode, "_said", set())  # the guess is said once per process
+    monkeypatch.setattr(depth, "_said", set())  # the guess is said once per process
     gray = read_gray(source_png)
     for convention in ("scaled", "raw", "bare"):
         decoded = read_gray(write_12bit_png(tmp_path / f"{convention}.png", gray, convention))
@@ -169,6 +169,20 @@ def test_deeper_than_8_bits_is_read_by_its_bit_depth(
     assert "read as 12-bit data" in caplog.text
     cv2.imwrite(str(tmp_path / "16bit.tif"), np.array([[0, 65535]], np.uint16))
     assert read_gray(tmp_path / "16bit.tif").tolist() == [[0, 255]]
+    # A DICOM declaring 16 stored bits, holding 12-bit values, with no window: not near-black.
+    twelve = tmp_path / "12_in_16.dcm"
+    write_dicom(twelve, gray, bits_stored=12)
+    ds = pydicom.dcmread(twelve)
+    del ds.WindowCenter, ds.WindowWidth, ds.RescaleSlope, ds.RescaleIntercept
+    ds.BitsStored, ds.HighBit = 16, 15
+    ds.save_as(twelve)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert np.abs(read_gray(twelve).astype(int) - gray).max() <= 1
+    assert "no DICOM window: read as 12-bit data" in caplog.text
+    ds.PixelData = (np.asarray(gray, np.uint16) << 8).tobytes()  # the full 16 bits: as stored
+    ds.save_as(twelve)
+    assert np.abs(read_gray(twelve).astype(int) - gray).max() <= 1
 
 
 def test_a_tiff_with_an_orientation_tag_is_turned_upright_once(tmp_path: Path) -> None:

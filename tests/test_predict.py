@@ -533,6 +533,33 @@ def test_ensemble_of_copies_equals_its_member_and_refuses_other_splits(
         evaluate(compose_config("eval", [members], tmp_path / "bad", data_dir))
 
 
+def test_ensemble_members_of_other_image_sizes_are_each_scored_at_their_own(
+    run: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    # The same weights recorded as a 48 px model (the backbone pools globally): its probabilities
+    # inside the ensemble must be those it gives alone, at 48 px, not at the first member's 32.
+    wide = tmp_path / "wide"
+    shutil.copytree(run, wide, ignore=shutil.ignore_patterns("wandb", "csv", "tensorboard"))
+    ckpt = torch.load(wide / "checkpoints/best.ckpt", weights_only=True, map_location="cpu")
+    ckpt["hyper_parameters"]["image_size"] = 48
+    ckpt["datamodule_hyper_parameters"]["image_size"] = 48
+    torch.save(ckpt, wide / "checkpoints/best.ckpt")
+
+    def alone(ckpt_path: Path, name: str) -> np.ndarray:
+        evaluate(compose_config("eval", [f"ckpt_path={ckpt_path}"], tmp_path / name, data_dir))
+        return np.array(
+            [float(r["p_COVID"]) for r in read_rows(tmp_path / name / "predictions_test.csv")]
+        )
+
+    p_narrow = alone(run / "checkpoints/best.ckpt", "narrow")
+    p_wide = alone(wide / "checkpoints/best.ckpt", "wide_eval")
+    assert not np.allclose(p_narrow, p_wide, atol=1e-4)  # the size matters to this model
+    members = f"ensemble=[{run / 'checkpoints/best.ckpt'},{wide / 'checkpoints/best.ckpt'}]"
+    evaluate(compose_config("eval", [members], tmp_path / "ens", data_dir))
+    p_ensemble = [float(r["p_COVID"]) for r in read_rows(tmp_path / "ens" / "predictions_test.csv")]
+    assert p_ensemble == pytest.approx((p_narrow + p_wide) / 2, abs=1e-5)
+
+
 def test_test_time_views_average_probabilities(
     run: Path, test_files: list[Path], tmp_path: Path, data_dir: Path
 ) -> None:
@@ -601,7 +628,7 @@ def test_a_model_that_fails_the_gate_is_refused_and_nothing_is_left(
 
     def losing(*args, **kwargs):
         result = real_gate(*args, **kwargs)
-        return dataclasses.replace(result, auroc_drop=0.02, agreement=0.95)
+        return dataclasses.replace(result, auroc_change=-0.02, agreement=0.95)
 
     real_gate = forms.compare_forms
     monkeypatch.setattr(forms, "compare_forms", losing)
@@ -616,7 +643,7 @@ def test_a_model_that_fails_the_gate_is_refused_and_nothing_is_left(
         export_app.main(compose_config("export", overrides, tmp_path / "x", data_dir))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "lost accuracy" in err[0] and "drop +0.0200" in err[0]
+    assert len(err) == 1 and "lost accuracy" in err[0] and "change -0.0200" in err[0]
     assert list(folder.iterdir()) == []  # no model, no JSON, no temporary folder
 
 
@@ -638,7 +665,7 @@ def test_checkpoints_run_in_the_fastest_form_that_passed_the_gate_here(
     monkeypatch.setattr(gate, "probabilities", lambda *a, **k: pytest.fail("the gate ran again"))
     assert forms.checkpoint_predictor(ckpt, "auto").form == "bf16"  # read from the record
     data = json.loads(record.read_text())
-    data[gate.machine_key()] |= {"auroc_drop": 0.5}
+    data[gate.machine_key()] |= {"auroc_change": -0.5}
     record.write_text(json.dumps(data))
     assert forms.checkpoint_predictor(ckpt, "auto").form == "fp32_cl"
     with pytest.raises(gate.GateError, match="lost accuracy"):

@@ -214,8 +214,8 @@ def _print(result: dict, console: Console) -> None:
     for name, gate in result["gates"].items():
         verdict = "passed" if gate["passed"] else "FAILED"
         console.print(
-            f"Gate {name}: {verdict}: AUROC drop {gate['auroc_drop']:+.4f} (limit "
-            f"{gate['max_auroc_drop']}), {gate['agreement']:.2%} identical labels on "
-            f"{gate['images']} test images",
+            f"Gate {name}: {verdict}: AUROC change {gate['auroc_change']:+.4f}, "
+            f"{gate['agreement']:.2%} identical labels, p moved by {gate['prob_change']:.4f} at "
+            f"most, on {gate['images']} test images",
             highlight=False,
         )

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from covidxr.cli import hydra_app, register_configs
 from covidxr.inference.forms import check_export_options, export_form
+from covidxr.inference.gate import GateLimits
 from covidxr.inference.options import check_export
 from covidxr.inference.predictors import sidecar
 from covidxr.utils.io import check_new_output
@@ -30,8 +31,7 @@ def main(cfg: DictConfig) -> None:
         cfg.get("quantize") or "fp32",
         cfg.calib_images,
         cfg.seed,
-        cfg.max_auroc_drop,
-        cfg.min_agreement,
+        GateLimits(cfg.max_auroc_change, cfg.min_agreement, cfg.max_prob_change),
         cfg.opset,
     )
     if gate is not None:

@@ -23,6 +23,7 @@ import torch
 
 from covidxr.inference.export import OPSET, write_onnx, write_program
 from covidxr.inference.gate import (
+    GateLimits,
     GateResult,
     bf16_gate,
     check_gate,
@@ -161,8 +162,7 @@ def export_form(
     precision: str = "fp32",
     calib_images: int = 256,
     seed: int = 0,
-    max_auroc_drop: float | None = None,
-    min_agreement: float | None = None,
+    limits: GateLimits | None = None,
     opset: int = OPSET,
 ) -> tuple[Path, GateResult | None]:
     """The checkpoint as ``form`` in ``precision``, written to ``output`` with its JSON (how it
@@ -181,7 +181,7 @@ def export_form(
     }
     calibration: list[Path] = []
     if precision != "fp32" and form.recipe.get(precision):
-        calibration = calibration_files(splits["train"][0], calib_images, seed)
+        calibration = calibration_files(*splits["train"], calib_images, seed, prep.class_names)
         made |= {
             "recipe": form.recipe[precision],
             "calibration_images": len(calibration),
@@ -194,18 +194,13 @@ def export_form(
         result = None
         if gated:
             files, targets = splits["test"]
-            limits = {
-                k: v
-                for k, v in (("max_auroc_drop", max_auroc_drop), ("min_agreement", min_agreement))
-                if v is not None
-            }
             result = compare_forms(
                 precision,
                 probabilities(reference, files, prep.image_size),
                 probabilities(form.load(candidate, "cpu"), files, prep.image_size),
                 targets,
                 prep,
-                **limits,
+                limits or GateLimits(),
             )
             check_gate(result, f"{output} was not written.")
         with atomic_path(output) as target:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from covidxr.inference.forms import CHECKPOINT
-from covidxr.inference.gate import MAX_AUROC_DROP, MIN_AGREEMENT
+from covidxr.inference.gate import GateLimits
 from covidxr.utils.validate import (
     check_option,
     check_required,
@@ -42,12 +42,11 @@ def check_predict(cfg: DictConfig) -> None:
 def check_export(cfg: DictConfig) -> None:
     check_required(cfg)
     check_option(cfg, "calib_images", integer(1), "give an integer >= 1 (a few hundred)")
-    check_option(
-        cfg, "max_auroc_drop", fraction(), f"give an AUROC drop from 0 to 1, e.g. {MAX_AUROC_DROP}"
-    )
-    check_option(
-        cfg,
-        "min_agreement",
-        fraction(),
-        f"give a share of labels from 0 to 1, e.g. {MIN_AGREEMENT}",
-    )
+    default = GateLimits()
+    for name, what in (
+        ("max_auroc_change", "an AUROC change"),
+        ("min_agreement", "a share of labels"),
+        ("max_prob_change", "a probability change"),
+    ):
+        example = getattr(default, name)
+        check_option(cfg, name, fraction(), f"give {what} from 0 to 1, e.g. {example}")

@@ -4,11 +4,18 @@ the accuracy gate (``covidxr.inference.export.export_form``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from covidxr.data.splitting.splits import seeded_order
 from covidxr.inference.inputs import batches
+
+log = logging.getLogger(__name__)
+#: Fewer calibration images than this give int8 ranges that rarely fit unseen images.
+FEW_CALIBRATION_IMAGES = 32
 
 
 class _Calibration:
@@ -63,7 +70,25 @@ def quantize_onnx(fp32: Path, output: Path, calibration: Sequence[Path], image_s
     return output
 
 
-def calibration_files(train_files: Sequence[Path], count: int, seed: int) -> list[Path]:
-    """``count`` of the run's training images, chosen by ``seed``."""
-    by_name = {str(f): f for f in train_files}
-    return [by_name[name] for name in seeded_order(by_name, seed)[:count]]
+def calibration_files(
+    train_files: Sequence[Path],
+    labels: Sequence[int],
+    count: int,
+    seed: int,
+    class_names: Sequence[str],
+) -> list[Path]:
+    """``count`` of the run's training images, chosen by ``seed``; one warning when they are few
+    or miss a class (ranges calibrated on one class clip the other's activations)."""
+    by_name = {str(f): (f, int(y)) for f, y in zip(train_files, labels, strict=True)}
+    chosen = [by_name[name] for name in seeded_order(by_name, seed)[:count]]
+    held = np.unique([y for _, y in chosen])
+    missing = [name for i, name in enumerate(class_names) if i not in held]
+    if missing or len(chosen) < FEW_CALIBRATION_IMAGES:
+        log.warning(
+            "calib_images=%d: the int8 ranges are calibrated on %d training image(s)%s; give a "
+            "few hundred (the default is 256) so that they hold every class.",
+            count,
+            len(chosen),
+            f" with no {', '.join(missing)}" if missing else "",
+        )
+    return [f for f, _ in chosen]

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,22 +84,33 @@ def shared_test_split(members: Sequence[Path]) -> Path:
 
 @torch.no_grad()
 def member_records(
-    models: Sequence[XRayClassifier], loader: DataLoader, tta: Sequence[View] = ()
+    models: Sequence[XRayClassifier],
+    loader_at: Callable[[int], DataLoader],
+    tta: Sequence[View] = (),
 ) -> list[Predictions]:
-    """Each member's record on the loader's split (its own normalisation and test-time views);
-    every batch is decoded once and scored by all members."""
+    """Each member's record on one split, with its own preprocessing (image size, normalisation)
+    and test-time views; the split is decoded once per image size (``loader_at(size)``) and each
+    batch scored by every member of that size."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for model in models:
         model.eval().to(device)
         model.tta = tuple(tta)
-    indices, targets = [], []
     probs: list[list[torch.Tensor]] = [[] for _ in models]
-    for images, target, index in loader:
-        images = images.to(device)
-        for out, model in zip(probs, models, strict=True):
-            out.append(model.probabilities(model.normalize(images)).cpu())
-        targets.append(target)
-        indices.append(index)
+    sizes = sorted({model.preprocessing.image_size for model in models})
+    if len(sizes) > 1:
+        log.info("Ensemble members take %s px: each is scored at its own size", sizes)
+    indices: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    for size in sizes:
+        members = [i for i, m in enumerate(models) if m.preprocessing.image_size == size]
+        indices, targets = [], []  # the same for every size
+        for images, target, index in loader_at(size):
+            images = images.to(device)
+            for i in members:
+                model = models[i]
+                probs[i].append(model.probabilities(model.normalize(images)).cpu())
+            targets.append(target)
+            indices.append(index)
     order = torch.cat(indices).argsort()
     return [
         Predictions(
@@ -119,7 +130,6 @@ def ensemble_test(
 ) -> dict[str, float]:
     """Score the members, average them, and write the ensemble's report into ``output_dir``."""
     output_dir = Path(output_dir)
-    loader = datamodule.test_dataloader()
     models = [XRayClassifier.from_checkpoint(m) for m in members]
     names = models[0].class_names
     for member, model in zip(members, models, strict=True):
@@ -128,7 +138,7 @@ def ensemble_test(
                 f"ensemble: {member} predicts {model.class_names}, {members[0]} {names}: "
                 "members must share their classes."
             )
-    records = member_records(models, loader, tta)
+    records = member_records(models, lambda size: datamodule.eval_loader("test", size), tta)
     positive = models[0].positive
     record = Predictions(
         records[0].indices, records[0].targets, np.mean([r.probs for r in records], axis=0)

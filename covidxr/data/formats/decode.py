@@ -33,6 +33,7 @@ import PIL.Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from covidxr.data.formats.depth import depth_holding, said_guess
 from covidxr.data.formats.dicom import DicomError, dicom_to_gray, is_dicom
 from covidxr.utils.errors import UserError
 
@@ -56,10 +57,6 @@ class UnreadableImageError(UserError, ValueError):
         )
 
 
-#: Bit depths 16-bit files hold in practice (CR/DX detectors: 10, 12, 14 bits).
-DEPTHS = (10, 12, 14, 16)
-
-
 def bit_depth(image: np.ndarray, significant_bits: int | None) -> tuple[int, bool, bool]:
     """``(depth, scaled, guessed)`` of 16-bit samples: their depth, whether they are scaled to
     the full 16 bits (the PNG rule for ``sBIT``), and whether the depth was guessed from the
@@ -69,7 +66,7 @@ def bit_depth(image: np.ndarray, significant_bits: int | None) -> tuple[int, boo
         return significant_bits, peak > 2**significant_bits - 1, False
     if significant_bits == 16:
         return 16, False, False
-    return next(d for d in DEPTHS if peak <= 2**d - 1), False, True
+    return depth_holding(peak), False, True
 
 
 def to_uint8_gray(
@@ -178,7 +175,7 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImageError(path, "the file is empty (0 bytes)")
     if is_dicom(buffer, path):
         try:
-            return dicom_to_gray(buffer, oversized)
+            return dicom_to_gray(buffer, oversized, lambda d: said_guess(path, d, "DICOM window"))
         except DicomError as exc:
             raise UnreadableImageError(path, str(exc)) from exc
     orientation = read_header(path, buffer)
@@ -191,28 +188,13 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
             path, "not a decodable DICOM/PNG/JPEG/TIFF (truncated or another format)"
         )
     try:
-        gray = to_uint8_gray(image, png_significant_bits(buffer), lambda d: _guessed(path, d))
+        depth = png_significant_bits(buffer)
+        gray = to_uint8_gray(image, depth, lambda d: said_guess(path, d, "sBIT chunk"))
     except ValueError as exc:
         raise UnreadableImageError(path, str(exc)) from exc
     if orientation in _UPRIGHT and buffer[:4].tobytes() not in (b"II*\x00", b"MM\x00*"):
         gray = np.ascontiguousarray(_UPRIGHT[orientation](gray))
     return gray
-
-
-_said: set[int] = set()
-
-
-def _guessed(path: str | os.PathLike, depth: int) -> None:
-    """One line per depth and process: a 16-bit file without ``sBIT`` read as ``depth`` bits."""
-    if depth not in _said:
-        _said.add(depth)
-        log.warning(
-            "%s holds 16-bit samples with no sBIT chunk: read as %d-bit data (its maximum fits "
-            "%d bits); other such files are read the same way",
-            path,
-            depth,
-            depth,
-        )
 
 
 def _check(path: Path) -> tuple[Path, str | None]:

@@ -2,8 +2,11 @@
 
 Pixels go through the display pipeline of DICOM PS3.3 C.11: the modality LUT (rescale slope and
 intercept), then the VOI LUT or else the first window (centre/width), else the modality output's
-full stored range; MONOCHROME1 (white = air) is inverted. Files are recognised by their ``DICM``
-preamble, so a DICOM without an extension is read like any other.
+full stored range; MONOCHROME1 (white = air) is inverted. Without a window, 16 stored bits whose
+largest value fits fewer (12-bit detector data written as 16, which read near-black at full scale)
+are read at the depth that value shows, as for 16-bit PNGs (``depth.depth_holding``), said once.
+Files are recognised by their ``DICM`` preamble, so a DICOM without an extension is read like any
+other.
 
 Decoders: uncompressed and RLE Lossless need only pydicom; JPEG Baseline/Extended and JPEG 2000
 decode with Pillow (a dependency); JPEG Lossless (process 14, common in CR/DX archives) and
@@ -17,6 +20,8 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from covidxr.data.formats.depth import depth_holding
 
 #: A DICOM Part 10 file: a 128-byte preamble, then these four bytes.
 DICOM_MAGIC = b"DICM"
@@ -70,17 +75,18 @@ def _first(value) -> float:
     return float(value[0] if isinstance(value, MultiValue | Sequence) else value)
 
 
-def _stored_range(ds) -> tuple[float, float]:
-    """The modality output's range for the stored bits: what full scale means without a window."""
+def _stored_range(
+    ds, stored: np.ndarray, on_guess: Callable[[int], None] | None = None
+) -> tuple[float, float]:
+    """The modality output's range for the stored bits: what full scale means without a window.
+    16 unsigned stored bits holding a smaller depth's values are read at that depth."""
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
-    low, high = (
-        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        if ds.get("PixelRepresentation", 0)
-        else (
-            0,
-            2**bits - 1,
-        )
-    )
+    signed = bool(ds.get("PixelRepresentation", 0))
+    if bits == 16 and not signed and stored.size:
+        bits = depth_holding(int(stored.max()))
+        if bits < 16 and on_guess is not None:
+            on_guess(bits)
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0))
     ends = sorted((low * slope + intercept, high * slope + intercept))
     return ends[0], ends[1]
@@ -124,10 +130,13 @@ def _voi_lut(values: np.ndarray, ds) -> np.ndarray:
 
 
 def dicom_to_gray(
-    buffer: bytes | np.ndarray, oversized: Callable[[int, int], str | None] = lambda w, h: None
+    buffer: bytes | np.ndarray,
+    oversized: Callable[[int, int], str | None] = lambda w, h: None,
+    on_guess: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Decode a DICOM file's bytes to HxW uint8 grey, or raise ``DicomError`` saying why.
-    ``oversized(columns, rows)`` names a declared size to refuse before the pixels are read."""
+    ``oversized(columns, rows)`` names a declared size to refuse before the pixels are read;
+    ``on_guess(depth)`` is told when the depth of 16 stored bits was read from their maximum."""
     from pydicom.pixels import apply_modality_lut
 
     ds = _dataset(buffer)
@@ -148,14 +157,15 @@ def dicom_to_gray(
         raise DicomError(
             f"it is a colour image ({photometric}, {samples} samples per pixel), not a grey X-ray"
         )
-    values = apply_modality_lut(_pixels(ds), ds).astype(np.float64)
+    stored = _pixels(ds)
+    values = apply_modality_lut(stored, ds).astype(np.float64)
     if "VOILUTSequence" in ds:
         scaled = _voi_lut(values, ds)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
         scaled = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
     else:
-        low, high = _stored_range(ds)
+        low, high = _stored_range(ds, stored, on_guess)
         scaled = (values - low) / max(high - low, 1e-12)
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled

@@ -242,9 +242,13 @@ class RadiographyDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.eval_loader("test")
 
-    def eval_loader(self, split: str) -> DataLoader:
-        """Un-augmented, unshuffled batches of ``split``; each image once across processes."""
+    def eval_loader(self, split: str, image_size: int | None = None) -> DataLoader:
+        """Un-augmented, unshuffled batches of ``split``; each image once across processes.
+        ``image_size``: resized to that side instead (a model trained at another size)."""
         dataset = self._dataset(split)
+        if image_size not in (None, self.hparams.image_size):
+            transform = build_transform(image_size)
+            dataset = XRayDataset(dataset.root, dataset.samples, transform, dataset.occluder)
         # Lightning's own choice for test would pad shards with repeated images.
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if _distributed() else None
         return self._loader(dataset, sampler=sampler)
