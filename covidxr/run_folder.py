@@ -67,6 +67,12 @@ class RunFolder:
         return self.checkpoints / "last.ckpt"
 
     @property
+    def fit_record(self) -> Path:
+        """What fit ended with (its metrics, the best checkpoint): a job stopped after it tests
+        without fitting again."""
+        return self.path / "fit.json"
+
+    @property
     def metrics(self) -> Path:
         """The final metrics, flat keys (``test/acc``)."""
         return self.path / "metrics.json"

@@ -113,6 +113,34 @@ def test_sigterm_then_the_same_command_finishes_with_the_same_numbers(
     assert {"0", "1", "2", "3"} <= set(epochs)  # one continuous CSV log across both starts
 
 
+@pytest.mark.parametrize("phase", ["test", "report"])
+def test_a_signal_while_testing_or_reporting_exits_143_and_resume_completes_the_run(
+    phase: str, uninterrupted: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """SIGTERM once fit ended (in the test loop, or as the report is written): exit 143, no
+    metrics.json, the finished last.ckpt kept; resume=auto tests without fitting again and
+    ends with every number of the uninterrupted run (train/*, val/*, val/acc_best too)."""
+    run = tmp_path / "run"
+    signal_once = [
+        "+callbacks.kill._target_=fault_injection.KillDuring",
+        f"+callbacks.kill.phase={phase}",
+        "+callbacks.kill.batch=0",
+        "+callbacks.kill.signum=15",
+        f"+callbacks.kill.once_file={tmp_path / 'signalled'}",
+    ]
+    command = [*LONG, *signal_once, "resume=auto", f"hydra.run.dir={run}"]
+    first = run_cli(command, data_dir, tmp_path, ENV)
+    assert first.returncode == 143, first.stderr[-3000:]
+    assert not (run / "metrics.json").exists() and not (run / "failed.json").exists()
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 3  # the finished run's, not a "mid-epoch" one written at the signal
+    assert last["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] is True
+    again = run_cli(command, data_dir, tmp_path, ENV)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "the fit of" in again.stdout + again.stderr  # tested, not fitted again
+    assert metrics(run) == metrics(uninterrupted)
+
+
 WORKERS = [
     "experiment=smoke",
     "augment=default",

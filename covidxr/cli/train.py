@@ -20,13 +20,12 @@ from covidxr.cli import hydra_app, register_configs
 from covidxr.data.formats.classes import normalize_class_name
 from covidxr.data.loading.options import check_loader
 from covidxr.data.splitting.spec import SplitSpec
-from covidxr.models.callbacks import PREEMPTED_EXIT
 from covidxr.models.options import check_training
 from covidxr.models.preprocessing import check_positive_class
-from covidxr.reporting.run import out_of_fold, test_and_report
+from covidxr.reporting.run import out_of_fold, test_and_report, to_floats
 from covidxr.run_folder import RunFolder
 from covidxr.utils.errors import ConfigError
-from covidxr.utils.io import check_checkpoint, read_json
+from covidxr.utils.io import check_checkpoint, read_json, write_json
 from covidxr.utils.runner import (
     build_trainer,
     claim_run_folder,
@@ -35,6 +34,7 @@ from covidxr.utils.runner import (
     route_ddp_children_to_this_job,
     task_wrapper,
 )
+from covidxr.utils.signals import Stopped
 from covidxr.utils.validate import check_option, check_required, one_of
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,39 @@ def reuse_split_when_resuming(cfg: DictConfig) -> None:
         log.info("Resuming with the split of the original run: %s", split)
 
 
+def fit(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    ckpt_path: str | None,
+) -> tuple[dict[str, float], str]:
+    """Fit; record what it ended with (``fit.json``), so a job stopped later tests without
+    fitting again. ``(metrics, best checkpoint or "")``."""
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        raise Stopped(
+            f"Stopped by a signal in epoch {trainer.current_epoch + 1}; "
+            f"{RunFolder(output_dir()).last_checkpoint} holds this step."
+        ) from None
+    metrics = to_floats(trainer.callback_metrics)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if trainer.is_global_zero:
+        write_json(RunFolder(output_dir()).fit_record, {"metrics": metrics, "best": best})
+    return metrics, best
+
+
+def finished_fit(cfg: DictConfig) -> tuple[dict[str, float], str] | None:
+    """``resume=auto`` in a run folder whose fit ended (the job was stopped while testing or
+    writing its report): fit's recorded metrics and best checkpoint."""
+    record = RunFolder(output_dir()).fit_record
+    if cfg.get("resume", "never") != "auto" or not record.is_file():
+        return None
+    found = read_json(record)
+    log.info("resume=auto: the fit of %s ended already; testing its best model", record.parent)
+    return dict(found.get("metrics") or {}), str(found.get("best") or "")
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one configuration; returns every logged metric as floats.
@@ -126,22 +159,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_hyperparameters(cfg, model, trainer)
     if not cfg.get("train", True):
         return test_and_report(trainer, model, datamodule, cfg.ckpt_path, output_dir())
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    except SIGTERMException:
-        log.warning(
-            "Stopped by a signal (preemption or a time limit) in epoch %d; %s holds this step. "
-            "Start the same command again with resume=auto to continue.",
-            trainer.current_epoch + 1,
-            RunFolder(output_dir()).last_checkpoint,
-        )
-        raise SystemExit(PREEMPTED_EXIT) from None
-    fit_metrics = dict(trainer.callback_metrics)
+    fitted = finished_fit(cfg)
+    if fitted is None:
+        fitted = fit(trainer, model, datamodule, cfg.get("ckpt_path"))
+    fit_metrics, best = fitted
     if not cfg.get("test", True):
         return test_and_report(
             trainer, model, datamodule, None, output_dir(), fit_metrics, test=False
         )
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not best:
         log.warning("No best checkpoint was saved: testing the current weights.")
     if datamodule.spec.folds is not None:  # cross-validation: score the held-out fold too

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from covidxr.data.loading.sampling import derive_seed
@@ -29,8 +30,6 @@ from covidxr.utils.compat import AtomicModelCheckpoint, batches_done_in_epoch, r
 from covidxr.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
-#: Exit code of a job stopped by SIGTERM/SIGUSR1 (128 + SIGTERM, what schedulers report).
-PREEMPTED_EXIT = 143
 
 
 class StepSeed(Callback):
@@ -95,9 +94,9 @@ class Preemption(Callback):
 
     Lightning already stops after the current batch on SIGTERM; this makes SIGUSR1 do the same,
     handing the signal on to any handler installed before (submitit's requeue, for instance).
-    Stopped, it writes ``last.ckpt`` mid-epoch and ``covidxr-train`` exits with
-    ``PREEMPTED_EXIT``; started again with ``resume=auto`` in the same folder, the job skips what
-    the interrupted epoch had seen and ends with the numbers of an uninterrupted run.
+    Stopped, it writes ``last.ckpt`` mid-epoch and ``covidxr-train`` exits 143
+    (``covidxr.utils.signals``); started again with ``resume=auto`` in the same folder, the job
+    skips what the interrupted epoch had seen and ends with the numbers of an uninterrupted run.
     """
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -116,8 +115,9 @@ class Preemption(Callback):
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
-        """Stopped by a signal: write ``last.ckpt`` now, mid-epoch, atomically."""
-        if not isinstance(exception, SIGTERMException):
+        """Stopped by a signal while fitting: write ``last.ckpt`` now, mid-epoch, atomically
+        (stopped while testing, the finished run's ``last.ckpt`` is kept as it is)."""
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         last = next(
             (c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", 0) is None), None

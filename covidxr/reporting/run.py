@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.table import Table
 
@@ -198,6 +199,13 @@ def report_predictions(
     return values
 
 
+def stop_if_signalled(trainer: L.Trainer) -> None:
+    """A signal during the last test batch lets the loop end: stop before the report, as for a
+    signal in any other batch (the job ends with exit 143; ``resume=auto`` tests again)."""
+    if trainer.received_sigterm:
+        raise SIGTERMException
+
+
 def test_and_report(
     trainer: L.Trainer,
     model: XRayClassifier,
@@ -217,16 +225,17 @@ def test_and_report(
     if test:
         model.test_predictions = None
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        stop_if_signalled(trainer)
         metrics |= to_floats(trainer.callback_metrics)
         samples = datamodule.datasets["test"].samples
         metrics |= report_predictions(trainer, model, samples, output_dir, "test")
     if trainer.is_global_zero:
         folder = RunFolder(Path(output_dir))
-        write_json(folder.metrics, dict(sorted(metrics.items())))
         stage = "test" if test else "val"
         matrix = model.confusion_matrices.get(stage)
         if matrix is not None:
             write_confusion_matrix(folder.confusion_matrix(stage), matrix, model.class_names)
+        write_json(folder.metrics, dict(sorted(metrics.items())))  # last: the run is finished
         print_metrics(metrics, output_dir)
     return metrics
 
@@ -247,6 +256,7 @@ def test_as(
     if "dataloaders" not in test_options:
         test_options["datamodule"] = datamodule
     trainer.test(model, verbose=False, **test_options)
+    stop_if_signalled(trainer)
     samples = datamodule.datasets[split].samples
     metrics = {
         f"{stage}/{k.split('/', 1)[1]}": v

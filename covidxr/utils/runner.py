@@ -27,6 +27,7 @@ from covidxr.utils.compat import route_ddp_children
 from covidxr.utils.env import available_cpus
 from covidxr.utils.errors import FolderTakenError, exit_with_user_error, find_user_error
 from covidxr.utils.io import read_json, write_json
+from covidxr.utils.signals import Stopped, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def isolated_job() -> Iterator[None]:
 
 def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
     """Run one job; on failure, leave ``failed.json`` in its run directory, log, and re-raise.
+    A signal stops it in any phase with exit 143 (``covidxr.utils.signals``).
 
     In a Hydra multirun the other jobs still run (Hydra reports the failure at the end) and
     ``covidxr-report`` shows the failed job instead of silently missing it. Loggers that keep
@@ -159,8 +161,12 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> dict[str, float]:
         try:
-            with isolated_job():
+            with isolated_job(), stop_on_signals():
                 return task(cfg)
+        except Stopped as stopped:  # not a failure: no failed.json; the same command continues
+            again = "resume=auto continues it" if "resume" in cfg else "run it again"
+            log.warning("%s Start the same command again: %s.", stopped.message, again)
+            raise
         except Exception as exc:
             taken = isinstance(find_user_error(exc), FolderTakenError)
             if rank_zero_only.rank == 0 and HydraConfig.initialized() and not taken:
