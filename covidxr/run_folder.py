@@ -26,6 +26,19 @@ class RunFolder:
         return cls(Path(ckpt_path).resolve().parent.parent)
 
     @property
+    def lock(self) -> Path:
+        """Held by the process running the job (``covidxr.utils.locks``): one job per folder."""
+        return self.path / "run.lock"
+
+    def results(self) -> list[Path]:
+        """What the folder holds beyond a job's bookkeeping (its config, settings, error, lock and
+        log): the files an earlier run left, which a new start must not write over."""
+        bookkeeping = {self.hydra_dir, self.job, self.failed, self.lock}
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p not in bookkeeping and p.suffix != ".log")
+
+    @property
     def hydra_dir(self) -> Path:
         """The composed config and overrides Hydra wrote."""
         return self.path / ".hydra"

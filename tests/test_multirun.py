@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from covidxr.utils import locks
+
 
 def run_cli(
     args: list[str], data_dir: Path, cwd: Path, extra_env: dict[str, str] | None = None
@@ -226,17 +228,35 @@ def test_optuna_study_is_shared_by_parallel_workers_and_continued(
 
 def test_an_earlier_run_folder_is_never_written_over(tmp_path: Path, data_dir: Path) -> None:
     """Another run into a finished run's folder is refused before Hydra writes anything; the
-    same command with resume=auto returns the finished run's numbers without touching it."""
+    same command with resume=auto returns the finished run's numbers without touching it. A
+    start refused for a bad option leaves nothing that blocks the corrected command; a folder in
+    use by another process is refused."""
     run = tmp_path / "run"
+    refused = run_cli(  # refused after the split was written: weights that cannot be fetched
+        ["experiment=smoke", "backbone=moco_v2", f"hydra.run.dir={run}"],
+        data_dir,
+        tmp_path,
+        {"COVIDXR_WEIGHTS_DIR": str(tmp_path / "no-weights"), "HTTPS_PROXY": "http://0.0.0.0:9"},
+    )
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert {p.name for p in run.iterdir()} <= {
+        ".hydra",
+        "job.json",
+        "failed.json",
+        "run.lock",
+        "smoke.log",
+    }
     first = run_cli(["experiment=smoke", f"hydra.run.dir={run}"], data_dir, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert not (run / "failed.json").exists()  # the refused attempt's error went with it
 
     def written(folder: Path) -> dict[Path, bytes]:
-        """Everything but the logs and .hydra/ (Hydra records each command it starts there)."""
+        """Everything but the logs, the lock (its holder's pid) and .hydra/ (Hydra records each
+        command it starts there)."""
         return {
             f: f.read_bytes()
             for f in folder.rglob("*")
-            if f.is_file() and f.suffix != ".log" and ".hydra" not in f.parts
+            if f.is_file() and f.suffix not in (".log", ".lock") and ".hydra" not in f.parts
         }
 
     before = written(run)
@@ -249,6 +269,15 @@ def test_an_earlier_run_folder_is_never_written_over(tmp_path: Path, data_dir: P
     other_seed = run_cli(elsewhere, data_dir, tmp_path)  # would return seed 42's numbers as 2's
     assert other_seed.returncode == 2
     assert "holds a run started with other settings" in other_seed.stderr
+    locks.hold(run / "run.lock")  # as another job running in it would
+    try:
+        busy = run_cli(
+            ["experiment=smoke", "resume=auto", f"hydra.run.dir={run}"], data_dir, tmp_path
+        )
+    finally:
+        locks.release(run / "run.lock")
+    assert busy.returncode == 2
+    assert f"is in use by another job (process {os.getpid()})" in busy.stderr.splitlines()[-1]
     again = run_cli(["experiment=smoke", "resume=auto", f"hydra.run.dir={run}"], data_dir, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished already" in again.stdout + again.stderr

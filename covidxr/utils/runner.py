@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -23,9 +24,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from covidxr.run_folder import RunFolder
+from covidxr.utils import locks
 from covidxr.utils.compat import route_ddp_children
 from covidxr.utils.env import available_cpus
-from covidxr.utils.errors import FolderTakenError, exit_with_user_error, find_user_error
+from covidxr.utils.errors import (
+    FolderTakenError,
+    exit_with_user_error,
+    find_user_error,
+    user_message,
+)
 from covidxr.utils.io import read_json, write_json
 from covidxr.utils.signals import Stopped, stop_on_signals
 
@@ -102,6 +109,14 @@ def output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def job_folder() -> Path | None:
+    """The run folder this process owns: None outside Hydra and in DDP children (which join
+    their parent's folder)."""
+    if rank_zero_only.rank != 0 or not HydraConfig.initialized():
+        return None
+    return output_dir() if HydraConfig.get().output_subdir is not None else None
+
+
 #: Overrides that say how to run a job, not what it computes: they may change between starts.
 HOW_TO_RUN = ("resume", "ckpt_path", "overwrite", "hydra.")
 
@@ -118,17 +133,58 @@ def claim_run_folder(folder: Path, overrides: list[str], overwrite: bool = False
     other settings (another seed, another trial of a search) would mix two runs' files, or
     return the other run's numbers as its own.
     """
-    path = RunFolder(folder).job
+    run = RunFolder(folder)
+    hold_run_folder(folder)
+    conflict = None if overwrite else other_settings(folder, overrides)
+    if conflict:
+        raise FolderTakenError(conflict)
+    if overwrite or not (run.job.is_file() and run.results()):
+        # a new run, or a start that was refused before it wrote any result
+        write_json(run.job, {"settings": job_settings(overrides)})
+    run.failed.unlink(missing_ok=True)  # an earlier attempt's error; this one starts afresh
+
+
+def other_settings(folder: Path, overrides: list[str]) -> str | None:
+    """Why ``folder`` holds the run of a job with other settings than ``overrides``, or None."""
+    run = RunFolder(folder)
+    if not (run.job.is_file() and run.results()):
+        return None
+    recorded = read_json(run.job).get("settings")
     settings = job_settings(overrides)
-    if path.is_file() and not overwrite:
-        recorded = read_json(path).get("settings")
-        if recorded != settings:
-            raise FolderTakenError(
-                f"{folder} holds a run started with other settings ({' '.join(recorded or [])}"
-                f" vs {' '.join(settings)}): give another folder, or overwrite=true to replace it."
-            )
-        return
-    write_json(path, {"settings": settings})
+    if recorded == settings:
+        return None
+    return (
+        f"{folder} holds a run started with other settings ({' '.join(recorded or [])}"
+        f" vs {' '.join(settings)}): give another folder, or overwrite=true to replace it."
+    )
+
+
+def hold_run_folder(folder: Path) -> None:
+    """Lock ``folder`` for this process, or refuse: two jobs in one folder would both train and
+    write every log row twice. A killed job's lock goes with it."""
+    try:
+        locks.hold(RunFolder(folder).lock)
+    except locks.LockHeld as held:
+        raise FolderTakenError(
+            f"{folder} is in use by another job (process {held.holder or '?'}): wait for it to "
+            "end, or give another folder."
+        ) from None
+
+
+@contextlib.contextmanager
+def forget_refused_start(folder: Path | None) -> Iterator[None]:
+    """A job refused for a user error before it trained leaves only its bookkeeping (its log,
+    config and ``failed.json``), so the corrected command can start in the same folder."""
+    run = RunFolder(folder) if folder is not None else None
+    before = set(run.results()) if run is not None else set()
+    try:
+        yield
+    except Exception as exc:
+        trained = run is not None and (run.fit_record.exists() or run.checkpoints.exists())
+        if run is not None and find_user_error(exc) is not None and not trained:
+            for path in set(run.results()) - before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -161,7 +217,7 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> dict[str, float]:
         try:
-            with isolated_job(), stop_on_signals():
+            with isolated_job(), stop_on_signals(), forget_refused_start(job_folder()):
                 return task(cfg)
         except Stopped as stopped:  # not a failure: no failed.json; the same command continues
             again = "resume=auto continues it" if "resume" in cfg else "run it again"
@@ -170,17 +226,18 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
         except Exception as exc:
             taken = isinstance(find_user_error(exc), FolderTakenError)
             if rank_zero_only.rank == 0 and HydraConfig.initialized() and not taken:
-                write_json(
-                    RunFolder(output_dir()).failed,
-                    {
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(),
-                        "overrides": list(HydraConfig.get().overrides.task),
-                    },
-                )
+                record = {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                    "overrides": list(HydraConfig.get().overrides.task),
+                }
+                try:
+                    write_json(RunFolder(output_dir()).failed, record)
+                except OSError as unwritten:  # a full disk: the error itself is still reported
+                    log.warning("failed.json could not be written: %s", unwritten)
             user_error = find_user_error(exc)
             if user_error is not None:  # the message says it all: no traceback
-                log.error("Job failed: %s", user_error)
+                log.error("Job failed: %s", user_message(user_error))
             else:
                 log.exception("Job failed")
             raise
@@ -253,16 +310,27 @@ class RunFolderGuard(HydraCallback):
         unusable = unusable_folder(folder)
         if unusable:
             exit_with_user_error(f"hydra.run.dir={folder}: {unusable}")
-        earlier = folder / str(config.hydra.output_subdir) / "config.yaml"
-        if config.hydra.output_subdir is None or not earlier.is_file():
+        if config.hydra.output_subdir is None:
             return
-        if config.get("resume") == "auto" or config.get("overwrite"):
-            return
-        exit_with_user_error(
-            f"hydra.run.dir={folder} holds an earlier run ({earlier.parent.name}/, "
-            "checkpoints, metrics): give another folder, resume=auto to continue that run, or "
-            "overwrite=true to replace it."
-        )
+        earlier = [p.name for p in RunFolder(folder).results()]
+        if config.get("overwrite"):
+            earlier = []
+        elif earlier and config.get("resume") != "auto":
+            exit_with_user_error(
+                f"hydra.run.dir={folder} holds an earlier run ({', '.join(earlier[:4])}): give "
+                "another folder, resume=auto to continue that run, or overwrite=true to replace it."
+            )
+        conflict = earlier and other_settings(folder, list(config.hydra.overrides.task))
+        if conflict:
+            exit_with_user_error(conflict)
+        try:  # before Hydra writes its config there
+            hold_run_folder(folder)
+        except FolderTakenError as taken:
+            exit_with_user_error(f"hydra.run.dir={taken}")
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The next job of a multirun in this process may be started in the same folder."""
+        locks.release(RunFolder(Path(config.hydra.runtime.output_dir)).lock)
 
 
 def unmet_launch_request(config: DictConfig) -> str | None:
