@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from hydra.errors import ConfigCompositionException
 from covidxr.cli.eval import evaluate
 from covidxr.cli.train import train
 from covidxr.models.metrics import METRIC_NAMES
-from covidxr.utils.errors import DatasetError
+from covidxr.utils import locks
+from covidxr.utils.errors import DatasetError, DiskFullError
 
 SMOKE = ["experiment=smoke"]
 
@@ -313,3 +316,31 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line_before_indexing(
     assert exit_info.value.code == 2
     assert "no CUDA GPU is visible" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "split.csv").exists()  # nothing was indexed
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 40 MB file system: less than a ResNet50 checkpoint (skipped where mounting is refused)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    locks.release(folder / "run.lock")
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_full_disk_while_checkpointing_is_one_error_and_leaves_no_partial_file(
+    small_disk: Path, data_dir: Path
+) -> None:
+    cfg = compose_config("train", ["experiment=smoke"], small_disk, data_dir)
+    with pytest.raises(DiskFullError, match=rf"No space left in {small_disk}/checkpoints") as err:
+        train(cfg)
+    assert "MB free, at least" in str(err.value)
+    assert not list(small_disk.rglob("*.part"))
+    failed = json.loads((small_disk / "failed.json").read_text())
+    assert "DiskFullError" in failed["error"]
+    assert (small_disk / "split.csv").is_file()  # a run that had started keeps its files

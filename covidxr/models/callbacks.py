@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from covidxr.data.loading.sampling import derive_seed
 from covidxr.utils.compat import AtomicModelCheckpoint, batches_done_in_epoch, request_stop
-from covidxr.utils.io import atomic_path
+from covidxr.utils.io import atomic_path, partial_file
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,10 @@ class Preemption(Callback):
         if last is None or last.dirpath is None:
             return
         path = Path(last.dirpath) / f"{last.filename or 'last'}.ckpt"
-        partial = path.with_name(f"{path.name}.part")
-        trainer.save_checkpoint(partial)
-        if trainer.is_global_zero:
-            os.replace(partial, path)
+        with partial_file(path) as partial:
+            trainer.save_checkpoint(partial)
+            if trainer.is_global_zero:
+                os.replace(partial, path)
         log.warning("Saved %s at step %d (mid-epoch) before stopping", path, trainer.global_step)
 
     def on_load_checkpoint(

@@ -27,16 +27,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.strategies.launchers import subprocess_script
 
+from covidxr.utils.io import partial_file
+
 
 class AtomicModelCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` writing each file beside its final name, then renaming it onto it, so
     a job killed while saving leaves the previous file whole."""
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        partial = f"{filepath}.part"
-        super()._save_checkpoint(trainer, partial)
-        if trainer.is_global_zero:
-            os.replace(partial, filepath)
+        with partial_file(filepath) as partial:
+            super()._save_checkpoint(trainer, str(partial))
+            if trainer.is_global_zero:
+                os.replace(partial, filepath)
         trainer.strategy.barrier("checkpoint_renamed")
         self._last_checkpoint_saved = filepath
 

@@ -60,9 +60,19 @@ def report_user_errors(function: F) -> F:
             error = find_user_error(exc)
             if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                 raise
-            exit_with_user_error(str(error))
+            exit_with_user_error(user_message(error))
 
     return wrapped
+
+
+def user_message(error: UserError) -> str:
+    """The one line of a user error; one re-raised from a DataLoader worker carries the worker's
+    traceback, whose last line is the original message."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def exit_with_user_error(message: str) -> NoReturn:
@@ -84,3 +94,7 @@ class DatasetError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint file cannot be read safely; the message names the file."""
+
+
+class DiskFullError(UserError, OSError):
+    """A file could not be written for lack of space; the message names the folder and sizes."""

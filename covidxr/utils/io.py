@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-from covidxr.utils.errors import CheckpointError, ConfigError, MissingFileError, UserError
+from covidxr.utils.errors import (
+    CheckpointError,
+    ConfigError,
+    DiskFullError,
+    MissingFileError,
+    UserError,
+)
 
 
 def current_umask() -> int:
@@ -19,6 +27,45 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: errno values of a write that found no space (a full disk, a used-up quota)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _out_of_space(exc: BaseException, folder: Path, written: int) -> bool:
+    """Whether ``exc`` is a write that ran out of space. ``torch.save`` reports it as a bare
+    ``RuntimeError`` ("file write failed"): then the free space left is the sign."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    free = shutil.disk_usage(folder).free
+    return isinstance(exc, RuntimeError) and "write" in str(exc) and free < max(written, 1 << 20)
+
+
+@contextlib.contextmanager
+def partial_file(path: str | os.PathLike) -> Iterator[Path]:
+    """``<path>.part``: removed if the block fails; a write that ran out of space becomes one
+    ``DiskFullError`` naming the folder, the space free and the space the file needed so far."""
+    partial = Path(f"{path}.part")
+    try:
+        yield partial
+    except Exception as exc:
+        written = partial.stat().st_size if partial.exists() else 0
+        partial.unlink(missing_ok=True)
+        folder = partial.parent
+        if not _out_of_space(exc, folder, written):
+            raise
+        target = Path(path)
+        needed = max(written, target.stat().st_size if target.exists() else 0)
+        free = shutil.disk_usage(folder).free
+        raise DiskFullError(
+            f"No space left in {folder} to write {target.name} ({free / 2**20:.0f} MB free, "
+            f"at least {needed / 2**20:.0f} MB needed): free space there, or give another "
+            "folder; the partial file was removed."
+        ) from exc
 
 
 @contextlib.contextmanager
