@@ -26,6 +26,7 @@ from pathlib import Path
 from covidxr.data.formats.dicom import DicomError, header_value, is_dicom_keyword
 from covidxr.data.formats.layout import DatasetLayout
 from covidxr.data.formats.sources import read_sources
+from covidxr.data.splitting.privacy import raw_entries
 from covidxr.data.splitting.splits import Sample
 from covidxr.utils.errors import ConfigError, DatasetError
 
@@ -155,7 +156,36 @@ def merge_groups(
     return grouped, order_names
 
 
-def held_out(samples: Iterable[Sample], values: Mapping[str, str], held: Sequence[str]) -> set[str]:
-    """Groups (``group_key``) with any image whose value is in ``held``: tested as a whole."""
-    wanted = set(held)
+def held_values(
+    held: Sequence[str], values: Mapping[str, str], key: str, secret: bytes
+) -> set[str]:
+    """The group values ``held`` names: each entry a value, a pseudonym (``PatientID:<hex>``, as
+    ``split.csv`` shows it) or ``@<file>`` of such entries, one per line (its contents are never
+    recorded). An entry that names no image is one error, which never repeats a raw value."""
+    by_pseudonym = {pseudonym(v, key, secret): v for v in set(values.values()) if v}
+    known = set(by_pseudonym.values())
+    wanted: set[str] = set()
+    for entry in held:
+        if entry.startswith("@"):
+            path = Path(entry[1:]).expanduser()
+            if not path.is_file():
+                raise DatasetError(f"data.test_groups={entry}: {path} is not a file of values.")
+            lines = [line.strip() for line in path.read_text().splitlines()]
+            entries = [(f"{path}:{n}", line) for n, line in enumerate(lines, 1) if line]
+        else:
+            entries = [(None, entry)]
+        for where, value in entries:
+            found = by_pseudonym.get(value, value if value in known else None)
+            if found is None:
+                shown = where or ("" if raw_entries(key, [value]) else value)
+                raise DatasetError(
+                    f"data.test_groups: {shown or 'an entry'} names no image's {key} (nor its "
+                    "pseudonym in split.csv). Check its spelling and data.group_by."
+                )
+            wanted.add(found)
+    return wanted
+
+
+def held_out(samples: Iterable[Sample], values: Mapping[str, str], wanted: set[str]) -> set[str]:
+    """Groups (``group_key``) with any image whose value is in ``wanted``: tested as a whole."""
     return {s.group_key for s in samples if values.get(s.path, "") in wanted}

@@ -18,7 +18,14 @@ from covidxr.data.formats.decode import find_unreadable
 from covidxr.data.formats.layout import DatasetLayout, find_layout
 from covidxr.data.formats.manifest import SPLIT_COLUMN, read_manifest
 from covidxr.data.splitting.audit import find_duplicate_groups
-from covidxr.data.splitting.groups import SOURCE, group_secret, group_values, held_out, merge_groups
+from covidxr.data.splitting.groups import (
+    SOURCE,
+    group_secret,
+    group_values,
+    held_out,
+    held_values,
+    merge_groups,
+)
 from covidxr.data.splitting.spec import SplitSpec
 from covidxr.data.splitting.splits import (
     SPLITS,
@@ -126,14 +133,14 @@ def group_split(
         log.warning("%d image(s) have no %s value: each is a group of its own", lacking, key)
     if not spec.held_groups:
         return stratified_split(samples, spec.split_fractions, spec.seed, order_names), order_names
-    unknown = set(spec.held_groups) - set(values.values())
-    if unknown:
-        shown = f"; its sources are {sorted(set(values.values()))}" if key == SOURCE else ""
-        raise DatasetError(
-            f"data.test_groups/test_sources: {sorted(unknown)} are not {key} values of any image "
-            f"under {layout.root}{shown}. Check their spelling."
-        )
-    test_keys = held_out(samples, values, spec.held_groups)
+    if key == SOURCE:
+        unknown = set(spec.held_groups) - set(values.values())
+        if unknown:
+            raise DatasetError(
+                f"data.test_groups/test_sources: {sorted(unknown)} are not sources of any image "
+                f"under {layout.root}; its sources are {sorted(set(values.values()))}."
+            )
+    test_keys = held_out(samples, values, held_values(spec.held_groups, values, key, secret))
     train, val = spec.split_fractions[:2]
     rest = [s for s in samples if s.group_key not in test_keys]
     fractions = (train / (train + val), val / (train + val), 0.0)
@@ -189,6 +196,11 @@ def external_index(
     left out, so half a set never vanishes silently.
     """
     class_map = dict(class_map or {})
+    if not Path(root).expanduser().is_dir():
+        raise DatasetError(
+            f"external={root} does not exist or is not a folder: give the folder of the other "
+            "dataset (one folder per class, any depth below it)."
+        )
     layout = find_layout(root, aliases=class_map)
     names = resolve_classes(classes)
     shared = [name for name in names if name in layout.classes]
