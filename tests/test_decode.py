@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import write_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from covidxr.data.formats.decode import UnreadableImageError, read_gray, scan_un
 from covidxr.data.loading.datamodule import RadiographyDataModule
 from covidxr.data.splitting.index import build_index
 from covidxr.data.splitting.spec import SplitSpec
-from covidxr.utils.errors import DatasetError
+from covidxr.utils.errors import DatasetError, find_user_error, user_message
 
 
 def test_8bit_grey_png_is_read_unchanged(tmp_path: Path) -> None:
@@ -206,3 +207,22 @@ def test_hostile_bytes_give_an_image_or_our_own_error(tmp_path_factory, data: by
         assert str(path) in str(exc)
     else:
         assert image.dtype == np.uint8 and image.ndim == 2 and image.size > 0
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise UnreadableImageError("COVID/images/broken.png", "truncated PNG")
+
+
+def test_an_unreadable_image_in_a_loader_worker_is_still_one_line() -> None:
+    """data.verify=false: the error reaches the main process through a worker's traceback."""
+    loader = torch.utils.data.DataLoader(_Unreadable(), num_workers=1)
+    with pytest.raises(UnreadableImageError) as err:
+        next(iter(loader))
+    assert "Original Traceback" in str(err.value)
+    line = user_message(find_user_error(err.value))
+    assert line.startswith("Cannot read image COVID/images/broken.png: truncated PNG.")
+    assert "\n" not in line

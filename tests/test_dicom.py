@@ -22,9 +22,12 @@ from covidxr.cli.data import main as data_main
 from covidxr.cli.train import train
 from covidxr.data.formats.decode import UnreadableImageError, read_gray
 from covidxr.data.formats.dicom import write_dicom
+from covidxr.data.formats.manifest import read_manifest
 from covidxr.data.phantoms.synthetic import generate_phantoms, phantom_patients
+from covidxr.data.splitting.groups import group_secret, pseudonym
 from covidxr.data.splitting.index import build_index
 from covidxr.data.splitting.spec import SplitSpec
+from covidxr.paths import CONF_DIR
 from covidxr.utils.env import real_data_dir
 from covidxr.utils.errors import ConfigError, DatasetError
 
@@ -270,12 +273,20 @@ def test_manifest_classes_fixed_split_and_bad_manifests(phantoms: Path, tmp_path
         "missing_file": [["path", "label"], ["COVID/images/nope.png", "COVID"]],
         "twice": [["path", "label"], [files[0], "COVID"], [files[0], "COVID"]],
         "bad_split": [["path", "label", "split"], [files[0], "COVID", "holdout"]],
+        "up_and_out": [["path", "label"], ["../outside.png", "COVID"]],
+        "absolute_outside": [["path", "label"], [str(tmp_path / "x.png"), "COVID"]],
     }
     for name, bad_rows in bad.items():
         path = write_manifest(tmp_path, bad_rows, f"{name}.csv")
         with pytest.raises(DatasetError) as err:
             build_index(phantoms, SplitSpec(manifest=str(path)))
         assert str(path) in str(err.value) and "\n" not in str(err.value)
+        if name in ("up_and_out", "absolute_outside"):  # both alike, even where the file exists
+            assert "lies outside data.root" in str(err.value)
+    inside = write_manifest(
+        tmp_path, [["path", "label"], [str(phantoms / files[0]), "COVID"]], "inside.csv"
+    )
+    assert read_manifest(inside, phantoms).classes["COVID"].files == (phantoms / files[0],)
     unsplit = write_manifest(tmp_path, [row[:2] for row in rows], "unsplit.csv")
     with pytest.raises(ConfigError, match="not a column of the manifest"):
         build_index(phantoms, SplitSpec(manifest=str(unsplit), group_by="hospital"))
@@ -346,8 +357,15 @@ def test_audit_names_patients_on_both_sides_by_pseudonym(
 def test_no_patient_identifier_leaves_the_data_folder(
     dicom_phantoms: Path, tmp_path: Path, data_dir: Path
 ) -> None:
-    """Train, test and report on DICOM split by PatientID with every logger; then grep every
-    file the run wrote for the planted identifiers, names and dates."""
+    """Train, test and report on DICOM split by PatientID with every logger, three patients held
+    out (two by pseudonym, one in a file); then grep every file the run wrote for the planted
+    identifiers, names and dates."""
+    people = phantom_patients("COVID", 24, 0) + phantom_patients("Normal", 24, 0)
+    ids = sorted({person["PatientID"] for person in people})
+    secret = group_secret(dicom_phantoms)
+    held_file = tmp_path / "held_out.txt"
+    held_file.write_text(f"{ids[2]}\n")
+    held = [pseudonym(ids[0], "PatientID", secret), pseudonym(ids[1], "PatientID", secret)]
     overrides = [
         "data=radiography",
         "augment=none",
@@ -362,11 +380,16 @@ def test_no_patient_identifier_leaves_the_data_folder(
         "callbacks.rich_progress_bar=null",
         "callbacks.rich_model_summary=null",
         "logger=many",
+        f"data.test_groups=[{held[0]},{held[1]},@{held_file}]",
     ]
     run = tmp_path / "run"
     train(compose_config("train", overrides, run, data_dir))
     assert (run / "split.csv").is_file() and (run / "predictions_test.csv").is_file()
-    people = phantom_patients("COVID", 24, 0) + phantom_patients("Normal", 24, 0)
+    patient_of = {
+        r["path"]: r["patient"] for r in csv.DictReader((dicom_phantoms / "labels.csv").open())
+    }
+    split_rows = list(csv.DictReader((run / "split.csv").open()))
+    assert {patient_of[r["path"]] for r in split_rows if r["split"] == "test"} == set(ids[:3])
     planted = {
         value
         for person in people
@@ -440,3 +463,63 @@ def test_an_8_bit_voi_lut_longer_than_256_entries_maps_every_value(
     decoded = read_gray(path)
     assert decoded.max() == gray.max() > 200
     assert np.array_equal(decoded, gray)
+
+
+@pytest.mark.parametrize("extra_installed", [True, False])
+def test_an_undecodable_transfer_syntax_names_the_real_cause(
+    extra_installed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Advice to install the DICOM extra only where it is missing; else the decoder's reason."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from covidxr.data.formats import dicom
+
+    class Undecodable:
+        def __init__(self) -> None:
+            syntax = SimpleNamespace(name="JPEG Extended (Process 2 and 4)")
+            self.file_meta = {"TransferSyntaxUID": syntax}
+
+        @property
+        def pixel_array(self):
+            raise RuntimeError("libjpeg: unsupported sample precision")
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            (object() if extra_installed else None) if name == "libjpeg" else found(name, *a)
+        ),
+    )
+    with pytest.raises(dicom.DicomError) as err:
+        dicom._pixels(Undecodable())
+    assert "JPEG Extended" in str(err.value)
+    assert ("unsupported sample precision" in str(err.value)) is extra_installed
+    assert ("pip install" in str(err.value)) is not extra_installed
+
+
+def test_raw_patient_ids_as_options_are_refused_before_anything_is_recorded() -> None:
+    """Options are recorded everywhere: patient keys take pseudonyms or a file; sites as given."""
+    from omegaconf import OmegaConf
+
+    from covidxr.data.splitting.privacy import recorded_identifiers
+
+    def config(group_by: str, given: list[str], overrides: list[str] = ()) -> str | None:
+        return recorded_identifiers(
+            OmegaConf.create(
+                {
+                    "data": {"group_by": group_by, "test_groups": given},
+                    "hydra": {"overrides": {"task": list(overrides)}},
+                }
+            )
+        )
+
+    refused = config("PatientID", ["P-000123"])
+    assert refused and "P-000123" not in refused and "PatientID:<16 hex digits>" in refused
+    assert config("patient", [], ["data.test_groups=[ok],[P7]"])  # a sweep's values too
+    assert config("PatientID", ["PatientID:0123456789abcdef", "@held.txt"]) is None
+    assert config("InstitutionName", ["South Valley Clinic"]) is None
+    hydra = OmegaConf.load(CONF_DIR / "hydra" / "default.yaml")
+    targets = [c["_target_"] for c in hydra.callbacks.values()]
+    assert targets[0] == "covidxr.data.splitting.privacy.NoRecordedIdentifiers"

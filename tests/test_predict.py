@@ -22,6 +22,7 @@ from covidxr.inference.inputs import batches, expand_inputs
 from covidxr.inference.predictors import Predictor, TorchPredictor
 from covidxr.models.module import XRayClassifier
 from covidxr.models.preprocessing import Preprocessing
+from covidxr.utils.errors import DatasetError
 from covidxr.utils.io import read_checkpoint
 
 
@@ -457,6 +458,10 @@ def test_external_sets_report_undefined_metrics_and_what_they_left_out(
     both = evaluate(compose_config("eval", mapped, tmp_path / "three", data_dir))
     assert len(read_rows(tmp_path / "three" / "predictions_external.csv")) == 8
     assert 0.0 <= both["external/auroc"] <= 1.0
+    missing = tmp_path / "not-there"
+    with pytest.raises(DatasetError, match=rf"external={missing} does not exist") as err:
+        evaluate(compose_config("eval", [ckpt, f"external={missing}"], tmp_path / "4", data_dir))
+    assert "kaggle" not in str(err.value).lower()  # the advice fits an external set
 
 
 def test_predict_scores_an_xray_alike_in_every_form_it_ships_in(

@@ -49,8 +49,11 @@ cv2.utils.logging.setLogLevel(
 class UnreadableImageError(UserError, ValueError):
     """An image file cannot be decoded; carries the path and the reason."""
 
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+    def __init__(self, path: str | os.PathLike, reason: str | None = None) -> None:
         self.path, self.reason = str(path), reason
+        if reason is None:  # re-raised from a DataLoader worker: torch passes the whole message
+            super().__init__(self.path)
+            return
         super().__init__(
             f"Cannot read image {self.path}: {reason}. Run `covidxr-data verify <root>` to list "
             "every unreadable file, or set data.skip_corrupt=true to drop them."

@@ -15,6 +15,7 @@ JPEG-LS need ``pylibjpeg-libjpeg`` (GPLv3, so optional: ``pip install covidxr[di
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -99,6 +100,8 @@ def _pixels(ds) -> np.ndarray:
         return ds.pixel_array
     except (NotImplementedError, RuntimeError, ImportError) as exc:
         name = getattr(syntax, "name", syntax) or "unknown"
+        if importlib.util.find_spec("libjpeg") is not None:  # the extra is there: say what failed
+            raise DicomError(f"its transfer syntax {name} could not be decoded ({exc})") from exc
         raise DicomError(
             f"its transfer syntax {name} cannot be decoded here; JPEG Lossless and JPEG-LS need "
             "`pip install covidxr[dicom]` (pylibjpeg-libjpeg)"

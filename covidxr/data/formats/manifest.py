@@ -23,14 +23,22 @@ log = logging.getLogger(__name__)
 PATH_COLUMN, LABEL_COLUMN, SPLIT_COLUMN = "path", "label", "split"
 
 
-def _relative(value: str, root: Path) -> str:
-    path = Path(value)
-    if path.is_absolute():
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            return value  # reported as missing under root below
-    return path.as_posix()
+def _relative(value: str, root: Path, where: str) -> str:
+    """``value`` relative to ``root``; absolute or ``../`` paths alike, refused when they lie
+    outside it (every path a run records is relative to its ``data.root``)."""
+    if not value:
+        return value
+    inside = Path(os.path.normpath(root.absolute() / value))  # an absolute value replaces root
+    for path, base in (
+        (inside, Path(os.path.normpath(root.absolute()))),
+        (inside.resolve(), root.resolve()),
+    ):
+        if path.is_relative_to(base):  # as written, else through symbolic links
+            return path.relative_to(base).as_posix()
+    raise DatasetError(
+        f"{where}: {value} lies outside data.root={root}: give paths inside it, or set "
+        "data.root to a folder that holds every image."
+    )
 
 
 def read_manifest(
@@ -66,7 +74,7 @@ def read_manifest(
     first_line: dict[str, int] = {}
     unknown: Counter[str] = Counter()
     for line, row in rows:
-        path = _relative((row.get(lowered[PATH_COLUMN]) or "").strip(), root)
+        path = _relative((row.get(lowered[PATH_COLUMN]) or "").strip(), root, f"{manifest}:{line}")
         label = (row.get(lowered[LABEL_COLUMN]) or "").strip()
         if not path or not label:
             raise DatasetError(f"{manifest}:{line}: empty path or label; fill or remove the row.")

@@ -231,7 +231,11 @@ class RadiographyDataModule(LightningDataModule):
         sampler = EpochSampler(len(dataset), self.spec.seed, weights)
         sampler.set_epoch(epoch_in_progress(self.trainer))  # workers draw indices at once
         sampler.resume_from = self.resume_from
-        return self._loader(dataset, sampler=sampler, drop_last=False)
+        # A last batch of one image cannot be trained (batch norm needs two): it is left out.
+        lone = len(dataset) > 1 and len(dataset) % int(self.hparams.batch_size) == 1
+        if lone:
+            log.info("The training split's last batch would hold one image: it is left out")
+        return self._loader(dataset, sampler=sampler, drop_last=lone)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader("val")
