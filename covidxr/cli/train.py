@@ -29,6 +29,7 @@ from covidxr.utils.io import check_checkpoint, read_json, write_json
 from covidxr.utils.runner import (
     build_trainer,
     claim_run_folder,
+    job_folder,
     log_hyperparameters,
     output_dir,
     route_ddp_children_to_this_job,
@@ -56,9 +57,10 @@ def check_train(cfg: DictConfig) -> None:
 
 def claim_this_folder(cfg: DictConfig) -> None:
     """The run folder is this job's (rank 0 of a job launched by Hydra; DDP children join)."""
-    if HydraConfig.initialized() and HydraConfig.get().output_subdir is not None:
+    folder = job_folder()
+    if folder is not None:
         overrides = list(HydraConfig.get().overrides.task)
-        claim_run_folder(output_dir(), overrides, bool(cfg.get("overwrite", False)))
+        claim_run_folder(folder, overrides, bool(cfg.get("overwrite", False)))
 
 
 def finished_run(cfg: DictConfig) -> dict[str, float] | None:

@@ -33,15 +33,14 @@ def current_umask() -> int:
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _out_of_space(exc: BaseException, folder: Path, written: int) -> bool:
+def _out_of_space(exc: BaseException, free: int, written: int) -> bool:
     """Whether ``exc`` is a write that ran out of space. ``torch.save`` reports it as a bare
-    ``RuntimeError`` ("file write failed"): then the free space left is the sign."""
+    ``RuntimeError`` ("file write failed"): then the ``free`` space left is the sign."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in NO_SPACE:
             return True
         seen = seen.__cause__ or seen.__context__
-    free = shutil.disk_usage(folder).free
     return isinstance(exc, RuntimeError) and "write" in str(exc) and free < max(written, 1 << 20)
 
 
@@ -56,11 +55,11 @@ def partial_file(path: str | os.PathLike) -> Iterator[Path]:
         written = partial.stat().st_size if partial.exists() else 0
         partial.unlink(missing_ok=True)
         folder = partial.parent
-        if not _out_of_space(exc, folder, written):
+        free = shutil.disk_usage(folder).free
+        if not _out_of_space(exc, free, written):
             raise
         target = Path(path)
         needed = max(written, target.stat().st_size if target.exists() else 0)
-        free = shutil.disk_usage(folder).free
         raise DiskFullError(
             f"No space left in {folder} to write {target.name} ({free / 2**20:.0f} MB free, "
             f"at least {needed / 2**20:.0f} MB needed): free space there, or give another "

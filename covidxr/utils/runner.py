@@ -138,9 +138,7 @@ def claim_run_folder(folder: Path, overrides: list[str], overwrite: bool = False
     conflict = None if overwrite else other_settings(folder, overrides)
     if conflict:
         raise FolderTakenError(conflict)
-    if overwrite or not (run.job.is_file() and run.results()):
-        # a new run, or a start that was refused before it wrote any result
-        write_json(run.job, {"settings": job_settings(overrides)})
+    write_json(run.job, {"settings": job_settings(overrides)})  # the same, or a refused start's
     run.failed.unlink(missing_ok=True)  # an earlier attempt's error; this one starts afresh
 
 
@@ -175,15 +173,21 @@ def hold_run_folder(folder: Path) -> None:
 def forget_refused_start(folder: Path | None) -> Iterator[None]:
     """A job refused for a user error before it trained leaves only its bookkeeping (its log,
     config and ``failed.json``), so the corrected command can start in the same folder."""
-    run = RunFolder(folder) if folder is not None else None
-    before = set(run.results()) if run is not None else set()
+    if folder is None:
+        yield
+        return
+    run = RunFolder(folder)
+    before = set(run.results())
     try:
         yield
     except Exception as exc:
-        trained = run is not None and (run.fit_record.exists() or run.checkpoints.exists())
-        if run is not None and find_user_error(exc) is not None and not trained:
+        trained = run.fit_record.exists() or run.checkpoints.exists()
+        if find_user_error(exc) is not None and not trained:
             for path in set(run.results()) - before:
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         raise
 
 
@@ -313,16 +317,16 @@ class RunFolderGuard(HydraCallback):
         if config.hydra.output_subdir is None:
             return
         earlier = [p.name for p in RunFolder(folder).results()]
-        if config.get("overwrite"):
-            earlier = []
-        elif earlier and config.get("resume") != "auto":
-            exit_with_user_error(
-                f"hydra.run.dir={folder} holds an earlier run ({', '.join(earlier[:4])}): give "
-                "another folder, resume=auto to continue that run, or overwrite=true to replace it."
-            )
-        conflict = earlier and other_settings(folder, list(config.hydra.overrides.task))
-        if conflict:
-            exit_with_user_error(conflict)
+        if earlier and not config.get("overwrite"):
+            if config.get("resume") != "auto":
+                exit_with_user_error(
+                    f"hydra.run.dir={folder} holds an earlier run ({', '.join(earlier[:4])}): "
+                    "give another folder, resume=auto to continue that run, or overwrite=true to "
+                    "replace it."
+                )
+            conflict = other_settings(folder, list(config.hydra.overrides.task))
+            if conflict:
+                exit_with_user_error(conflict)
         try:  # before Hydra writes its config there
             hold_run_folder(folder)
         except FolderTakenError as taken:

@@ -26,7 +26,7 @@ from pathlib import Path
 from covidxr.data.formats.dicom import DicomError, header_value, is_dicom_keyword
 from covidxr.data.formats.layout import DatasetLayout
 from covidxr.data.formats.sources import read_sources
-from covidxr.data.splitting.privacy import raw_entries
+from covidxr.data.splitting.privacy import PSEUDONYM_DIGITS, raw_entries
 from covidxr.data.splitting.splits import Sample
 from covidxr.utils.errors import ConfigError, DatasetError
 
@@ -107,7 +107,9 @@ def pseudonym(value: str, key: str, secret: bytes) -> str:
     """What a run records for a group value: ``<key>:`` and 16 hex digits of an HMAC-SHA256."""
     if key == SOURCE:
         return f"{SOURCE}:{value}"
-    return f"{key}:{hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:16]}"
+    return (
+        f"{key}:{hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_DIGITS]}"
+    )
 
 
 def connected_groups(count: int, pairs: Iterable[tuple[int, int, int]]) -> list[int]:

@@ -36,6 +36,8 @@ PATIENT_KEYWORDS = frozenset(
     }
 )
 PATIENT_WORDS = ("patient", "subject", "mrn", "person", "accession", "study")
+#: hex digits of the HMAC a pseudonym keeps (``groups.pseudonym``)
+PSEUDONYM_DIGITS = 16
 
 
 def identifies_patients(key: str) -> bool:
@@ -48,7 +50,7 @@ def raw_entries(key: str, entries: Iterable[Any]) -> int:
     pseudonym ``<key>:<hex>`` and not an ``@<file>``."""
     if not identifies_patients(key):
         return 0
-    pseudonym = re.compile(rf"{re.escape(key)}:[0-9a-f]{{16}}")
+    pseudonym = re.compile(rf"{re.escape(key)}:[0-9a-f]{{{PSEUDONYM_DIGITS}}}")
     return sum(1 for e in entries if not (str(e).startswith("@") or pseudonym.fullmatch(str(e))))
 
 
@@ -73,7 +75,8 @@ def recorded_identifiers(config: DictConfig) -> str | None:
     return (
         f"data.test_groups: {key} values identify patients, and every option is recorded in the "
         f"run folder (.hydra/, job.json, checkpoints, W&B): give their pseudonyms as split.csv "
-        f"shows them ({key}:<16 hex digits>), or a file of the values, data.test_groups=[@file]."
+        f"shows them ({key}:<{PSEUDONYM_DIGITS} hex digits>), or a file of the values, "
+        "data.test_groups=[@file]."
     )
 
 
