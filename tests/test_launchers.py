@@ -142,3 +142,32 @@ def test_a_run_folder_that_cannot_be_made_is_named_before_hydra_writes(
     assert runner.unusable_folder(tmp_path / "new" / "run") is None
     monkeypatch.setattr(runner.os, "access", lambda *a: False)  # a read-only share (not root)
     assert "may not be written" in runner.unusable_folder(tmp_path / "new" / "run")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
+    reason="hydra-ray-launcher is not installed (pip install -e '.[ray]')",
+)
+def test_a_ray_node_lost_mid_sweep_is_one_line(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """launcher=ray is Ray's launcher with one line and exit 1 for a raylet that died (killed,
+    or its heartbeats missed); a job's own error still reaches the sweep as before."""
+    import ray.exceptions
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    from covidxr.utils.runner import exit_on_ray_node_failure
+
+    cfg = compose_config("train", ["launcher=ray"], tmp_path, data_dir, keep_hydra=True)
+    target = cfg.hydra.launcher._target_
+    assert target in {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+
+    with pytest.raises(SystemExit) as stopped, exit_on_ray_node_failure(str(tmp_path)):
+        raise ray.exceptions.LocalRayletDiedError()
+    assert stopped.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: Ray lost a job of the sweep in {tmp_path}: The task's local")
+    assert "run the same command again" in line
+    with pytest.raises(ray.exceptions.RayTaskError), exit_on_ray_node_failure(str(tmp_path)):
+        raise ray.exceptions.RayTaskError("job", "traceback", ValueError("a job's bug"))

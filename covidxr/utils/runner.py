@@ -360,6 +360,53 @@ def unmet_launch_request(config: DictConfig) -> str | None:
     return None
 
 
+#: Ray's own failures, not a job's: the node, its raylet or a worker process went away.
+RAY_NODE_FAILURES = (
+    "LocalRayletDiedError",
+    "NodeDiedError",
+    "WorkerCrashedError",
+    "RaySystemError",
+    "OutOfMemoryError",
+)
+
+
+@contextlib.contextmanager
+def exit_on_ray_node_failure(sweep_dir: str) -> Iterator[None]:
+    """End a sweep whose Ray node died with one line naming the cause, Ray's log and the fix
+    (exit 1): a raylet killed by the kernel's out-of-memory killer, or one that missed its
+    heartbeats on an overloaded machine. The jobs that finished are on disk."""
+    import ray.exceptions
+
+    try:
+        yield
+    except ray.exceptions.RayError as error:
+        if type(error).__name__ not in RAY_NODE_FAILURES:
+            raise
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+        logs = ray_logs()
+        ray.shutdown()  # Ray's own dump of the raylet's log comes before this line, not after
+        where = f" Why is in {logs / 'raylet.out'}." if logs else ""
+        print(
+            f"error: Ray lost a job of the sweep in {sweep_dir}: {cause}.{where} A raylet dies "
+            "when it is killed (the out-of-memory killer among others) or misses its heartbeats "
+            "on an overloaded machine. The finished jobs are kept: run the same command again "
+            "to run the rest (launcher=ray resumes them), with fewer data.num_workers or "
+            "launcher=local where memory or CPUs are short.",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+
+
+def ray_logs() -> Path | None:
+    """The log folder of this machine's latest Ray session, or None (Ray moves its helpers)."""
+    try:
+        from ray._common.utils import get_default_ray_temp_dir
+    except ImportError:
+        return None
+    logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
+    return logs.resolve() if logs.is_dir() else None
+
+
 class LaunchResourceCheck(HydraCallback):
     """Stop a multirun whose jobs this machine could never run, with one line (exit 2)."""
 

@@ -1,0 +1,1 @@
+"""covidxr's Hydra plugins: found by Hydra in its ``hydra_plugins`` namespace."""
