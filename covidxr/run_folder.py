@@ -142,6 +142,24 @@ class ReportFolder:
     def paired_tests(self) -> Path:
         return self.path / "paired_tests.csv"
 
+    @property
+    def page(self) -> Path:
+        """The study page: self-contained, readable offline."""
+        return self.path / "report.html"
+
+    @property
+    def page_data(self) -> Path:
+        """The page's numbers as JSON."""
+        return self.path / "report.json"
+
+    @property
+    def page_files(self) -> Path:
+        """The page's figures as PNG files (inlined in the page too)."""
+        return self.path / "report_files"
+
+    def checklist(self, key: str) -> Path:
+        return self.path / f"checklist_{key}.csv"
+
 
 def data_root(hparams: Mapping[str, Any]) -> Path:
     """The dataset folder a data module's hyper-parameters name: ``root``, else the folder of

@@ -19,6 +19,7 @@ from covidxr.reporting.compare import write_report
 from covidxr.reporting.jobs import find_jobs
 from covidxr.reporting.paired_runs import paired_difference
 from covidxr.run_folder import ReportFolder
+from covidxr.utils.errors import DatasetError
 
 
 def _cell(row: dict, metric: str) -> str:
@@ -30,6 +31,13 @@ def _cell(row: dict, metric: str) -> str:
 
 
 SHOWN = ("acc", "sensitivity", "specificity", "auroc")
+
+
+def _prevalence(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1 (e.g. 0.05)")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,11 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also log the tables, p-values and verdicts as a W&B run in the sweep's group",
     )
+    parser.add_argument(
+        "--prevalence",
+        type=_prevalence,
+        default=None,
+        help="the share of positives where the model would be used (e.g. 0.05): the page's PPV, "
+        "NPV and decision curve (the database's own ~26%% COVID is no clinical prevalence)",
+    )
     args = parser.parse_args(argv)
     output = args.output or args.folders[0]
     try:
-        rows = write_report(args.folders, output, args.stage, args.wandb)
-    except FileNotFoundError as exc:
+        rows = write_report(args.folders, output, args.stage, args.wandb, args.prevalence)
+    except (FileNotFoundError, DatasetError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     table = Table(title=f"{args.stage} metrics, % (mean ± std over seeds, [95% interval])")
@@ -97,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     t["verdict"],
                 )
         console.print(paired)
-    written = "report.md, report.csv, report.png" + (
+    written = "report.html, report.json, report.md, report.csv, report.png" + (
         ", paired_tests.csv" if tests_file.is_file() else ""
     )
     console.print(f"Wrote {written} to {output}", highlight=False)

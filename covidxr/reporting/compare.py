@@ -16,6 +16,8 @@ from covidxr.reporting.jobs import find_jobs
 from covidxr.reporting.paired import PAIRED_COLUMNS
 from covidxr.reporting.paired_runs import PAIRED_METRICS, paired_tests
 from covidxr.reporting.render import plot_report, report_markdown
+from covidxr.reporting.study.page import write_study_page
+from covidxr.reporting.study.sections import PageOptions
 from covidxr.reporting.summary import summarize
 from covidxr.run_folder import ReportFolder
 from covidxr.utils.errors import MissingFileError
@@ -27,9 +29,11 @@ def write_report(
     output: str | os.PathLike,
     stage: str = "test",
     wandb: bool = False,
+    prevalence: float | None = None,
 ) -> list[dict]:
-    """Write ``report.md``, ``report.csv``, ``report.png`` and ``paired_tests.csv`` for the jobs
-    in ``folders``; ``wandb``: also as a W&B run in the jobs' group."""
+    """Write ``report.md``, ``report.csv``, ``report.png``, ``paired_tests.csv`` and the study page
+    (``report.html``, ``report.json``, the checklists) for the jobs in ``folders``; ``wandb``: also
+    as a W&B run in the jobs' group; ``prevalence``: the page's PPV, NPV and decision curve."""
     jobs = find_jobs(folders)
     if not jobs:
         raise MissingFileError(
@@ -54,6 +58,7 @@ def write_report(
         writer.writeheader()
         writer.writerows(rows)
     plot_report(rows, report.figure)
+    write_study_page(folders, PageOptions(report.path, stage, prevalence), rows, tests)
     if wandb:
         from covidxr.reporting.wandb_plots import log_report
 

@@ -51,6 +51,7 @@ class Record:
     targets: np.ndarray
     probs: np.ndarray
     positive: int
+    classes: tuple[str, ...] = ()
 
     @property
     def scores(self) -> np.ndarray:
@@ -74,6 +75,7 @@ def read_record(path: str | Path) -> Record:
         targets=np.array([int(r["label"]) for r in rows]),
         probs=np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]),
         positive=classes.index("COVID") if "COVID" in classes else 0,
+        classes=tuple(classes),
     )
 
 
@@ -94,6 +96,17 @@ def _midrank(values: np.ndarray) -> np.ndarray:
     return scipy.stats.rankdata(values, method="average")
 
 
+def _components(scores: np.ndarray, positive: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """AUROC and DeLong's structural components: per positive the share of negatives it
+    outranks, per negative the share of positives above it (Sun and Xu's midrank form)."""
+    scores = np.asarray(scores, float)
+    m, n = int(positive.sum()), int((~positive).sum())
+    x, y = scores[positive], scores[~positive]
+    tx, ty, tz = _midrank(x), _midrank(y), _midrank(np.concatenate([x, y]))
+    auc = float((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+    return auc, (tz[:m] - tx) / n, 1.0 - (tz[m:] - ty) / m
+
+
 def delong(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> PairedResult:
     """DeLong's test of AUROC(a) - AUROC(b) on the same images (Sun and Xu's fast algorithm).
 
@@ -103,13 +116,7 @@ def delong(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> P
     m, n = int(positive.sum()), int((~positive).sum())
     if m == 0 or n == 0:
         return PairedResult("DeLong", m + n, math.nan, math.nan, math.nan, math.nan)
-    aucs, v10, v01 = [], [], []
-    for scores in (np.asarray(scores_a, float), np.asarray(scores_b, float)):
-        x, y = scores[positive], scores[~positive]
-        tx, ty, tz = _midrank(x), _midrank(y), _midrank(np.concatenate([x, y]))
-        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((tz[:m] - tx) / n)  # per positive: share of negatives it outranks
-        v01.append(1.0 - (tz[m:] - ty) / m)  # per negative: share of positives above it
+    aucs, v10, v01 = zip(*(_components(s, positive) for s in (scores_a, scores_b)), strict=True)
     s10 = np.cov(np.array(v10)) if m > 1 else np.zeros((2, 2))
     s01 = np.cov(np.array(v01)) if n > 1 else np.zeros((2, 2))
     cov = s10 / m + s01 / n
@@ -125,6 +132,23 @@ def delong(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> P
     p = float(2 * scipy.stats.norm.sf(abs(z)))
     half = float(scipy.stats.norm.ppf(0.975)) * se
     return PairedResult("DeLong", m + n, difference, difference - half, difference + half, p)
+
+
+def auroc_interval(targets: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
+    """One AUROC with DeLong's 95% interval (clipped to [0, 1]); NaN where a class is absent,
+    and no interval where the estimated variance is zero."""
+    positive = np.asarray(targets).astype(bool)
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m == 0 or n == 0:
+        return math.nan, math.nan, math.nan
+    auc, v10, v01 = _components(scores, positive)
+    variance = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (
+        np.var(v01, ddof=1) / n if n > 1 else 0.0
+    )
+    if variance <= 1e-15:
+        return auc, math.nan, math.nan
+    half = float(scipy.stats.norm.ppf(0.975)) * math.sqrt(variance)
+    return auc, max(0.0, auc - half), min(1.0, auc + half)
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedResult:

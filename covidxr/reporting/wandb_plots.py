@@ -22,6 +22,7 @@ from torchmetrics.functional.classification import (
 
 from covidxr.data.formats.decode import read_gray
 from covidxr.reporting.run import write_confusion_matrix
+from covidxr.run_folder import ReportFolder
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ def log_report(
     rows: list[dict], tests: list[dict], folder: Path, group: str | None, project: str
 ) -> str:
     """The comparison as a W&B run of its own (job type ``report``, in the sweep's group): the
-    summary table and the paired tests with their p-values and verdicts. Returns the run's dir."""
+    summary table, the paired tests with their p-values and verdicts, and the study page.
+    Returns the run's dir."""
     import wandb
 
     from covidxr.utils.env import wandb_offline
@@ -174,6 +176,9 @@ def log_report(
                 key = f"paired/{test['metric']}/{test['setting_b']}/seed_{test['seeds']}"
                 run.summary[f"{key}/p_holm"] = test["p_holm"]
                 run.summary[f"{key}/verdict"] = test["verdict"]
+        page = ReportFolder(folder).page
+        if page.is_file():  # the study page, readable in the W&B UI as it is offline
+            run.log({"report/page": wandb.Html(page.read_text())})
         return str(run.dir)
     finally:
         run.finish()

@@ -91,3 +91,36 @@ def wandb_offline() -> bool:
         return False
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+def machine_record() -> dict[str, object]:
+    """What decides a run's numbers beyond its config: library versions, the torch CPU kernels
+    (the same config sums in another order on an AVX2 and an AVX-512 machine), threads, GPU,
+    and the code's git commit (``dirty``: uncommitted changes)."""
+    import platform
+    import subprocess
+    from importlib.metadata import version
+
+    import torch
+
+    record: dict[str, object] = {
+        "covidxr": version("covidxr"),
+        "torch": torch.__version__,
+        "lightning": version("lightning"),
+        "python": platform.python_version(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    source = Path(__file__).resolve().parents[2]
+    try:
+        git = ["git", "-C", str(source)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+    except OSError:  # no git on this machine
+        return record | {"git_commit": None, "git_dirty": None}
+    if commit.returncode != 0:  # installed from a wheel, not a checkout
+        return record | {"git_commit": None, "git_dirty": None}
+    return record | {"git_commit": commit.stdout.strip(), "git_dirty": bool(status.stdout.strip())}

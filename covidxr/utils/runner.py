@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from covidxr.run_folder import RunFolder
 from covidxr.utils import locks
 from covidxr.utils.compat import route_ddp_children
-from covidxr.utils.env import available_cpus
+from covidxr.utils.env import available_cpus, machine_record
 from covidxr.utils.errors import (
     FolderTakenError,
     exit_with_user_error,
@@ -138,7 +138,8 @@ def claim_run_folder(folder: Path, overrides: list[str], overwrite: bool = False
     conflict = None if overwrite else other_settings(folder, overrides)
     if conflict:
         raise FolderTakenError(conflict)
-    write_json(run.job, {"settings": job_settings(overrides)})  # the same, or a refused start's
+    record = {"settings": job_settings(overrides), "machine": machine_record()}
+    write_json(run.job, record)  # the same settings, or a refused start's
     run.failed.unlink(missing_ok=True)  # an earlier attempt's error; this one starts afresh
 
 

@@ -1,0 +1,241 @@
+"""The study page: its formulas against independent ones, its sections from a 2-setting x 2-seed
+sweep with an external evaluation and a site column, no patient identifier in any file, and the
+page itself opened in a real browser (headless Chromium) with nothing fetched from a network."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from covidxr.reporting.compare import write_report
+from covidxr.reporting.study.clinical import net_benefit, operating_point, predictive_values
+from covidxr.reporting.study.subgroups import subgroup_table
+
+CLASSES = ("COVID", "Normal")
+PATIENTS = [f"PAT-{i:04d}-SECRET" for i in range(40)]
+
+
+def test_ppv_npv_and_net_benefit_match_the_counting_formulas() -> None:
+    rng = np.random.default_rng(1)
+    positive = rng.random(500) < 0.3
+    scores = np.clip(positive * 0.35 + rng.random(500) * 0.65, 0, 1)
+    point = operating_point(scores, positive, 0.5, prevalence=0.05)
+    tp = ((scores >= 0.5) & positive).sum()
+    fp = ((scores >= 0.5) & ~positive).sum()
+    sens, spec = tp / positive.sum(), 1 - fp / (~positive).sum()
+    assert point.sensitivity == pytest.approx(sens) and point.specificity == pytest.approx(spec)
+    # Bayes at 5%: of 10,000 people, 500 diseased
+    assert point.ppv == pytest.approx(500 * sens / (500 * sens + 9500 * (1 - spec)))
+    assert point.npv == pytest.approx(9500 * spec / (9500 * spec + 500 * (1 - sens)))
+    assert predictive_values(1.0, 1.0, 0.5) == (1.0, 1.0)
+    low, high = point.sensitivity_ci  # Wilson, against statsmodels
+    from statsmodels.stats.proportion import proportion_confint
+
+    expected = proportion_confint(tp, positive.sum(), method="wilson")
+    assert (low, high) == pytest.approx(expected)
+    # At the sample's own prevalence, net benefit is TP/N - FP/N * pt / (1 - pt) (Vickers)
+    thresholds = np.array([0.1, 0.3, 0.5])
+    curve = net_benefit(scores, positive, thresholds, prevalence=positive.mean())
+    for pt, nb in zip(thresholds, curve["model"], strict=True):
+        tp_t, fp_t = ((scores >= pt) & positive).sum(), ((scores >= pt) & ~positive).sum()
+        assert nb == pytest.approx(tp_t / 500 - fp_t / 500 * pt / (1 - pt))
+    assert curve["treat_all"][0] == pytest.approx(positive.mean() - (1 - positive.mean()) / 9)
+
+
+def test_subgroups_flag_the_group_that_differs_and_leave_small_ones_out() -> None:
+    """Sites A and B right on 90% of their images, site D on 30%, site C too small to judge."""
+    values, targets, right = [], [], []
+    for site, per_class, share in (("A", 100, 0.9), ("B", 100, 0.9), ("D", 10, 0.3),
+                                   ("C", 4, 1.0)):  # fmt: skip
+        for label in (0, 1):
+            values += [site] * per_class
+            targets += [label] * per_class
+            right += [k < share * per_class for k in range(per_class)]
+    targets, right = np.array(targets), np.array(right)
+    p_true = np.where(right, 0.8, 0.2)
+    probs = np.where(targets[:, None] == np.arange(2), p_true[:, None], 1 - p_true[:, None])
+    result = subgroup_table(values, probs, targets, positive=0, resamples=500)
+    rows = {r["value"]: r for r in result["rows"]}
+    assert rows["D"]["acc"] == pytest.approx(0.3) and rows["D"]["acc_flag"]
+    assert not rows["A"]["acc_flag"] and not rows["B"]["acc_flag"]
+    low, high = rows["A"]["acc_ci"]
+    assert low <= 0.9 <= high and high - low < 0.2
+    assert rows["C"]["small"] and np.isnan(rows["C"]["acc"]) and rows["C"]["images"] == 8
+    assert not rows["C"]["acc_flag"]
+    assert result["heterogeneity"]["p_value"] < 1e-6
+
+
+def fake_study(root: Path) -> Path:
+    """2 settings x 2 seeds with test and external predictions, a manifest with site and
+    patient columns, as covidxr-train and covidxr-eval leave them."""
+    data = root / "data"
+    rng = np.random.default_rng(3)
+    rows, manifest = [], []
+    for i in range(80):
+        label = i % 2
+        path = f"{CLASSES[label]}/images/{CLASSES[label]}-{i}.png"
+        split = "train" if i < 40 else "val" if i < 50 else "test"
+        rows.append({"path": path, "label": label, "class": CLASSES[label], "split": split,
+                     "group": f"patient:{i // 2:016x}"})  # fmt: skip
+        manifest.append({"path": path, "label": CLASSES[label], "site": "AB"[i % 4 // 2],
+                         "patient": PATIENTS[i // 2], "age": str(20 + i)})  # fmt: skip
+    data.mkdir(parents=True)
+    with (data / "labels.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(manifest[0]))
+        writer.writeheader()
+        writer.writerows(manifest)
+    for row in manifest:  # the manifest's images must exist
+        (data / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (data / row["path"]).write_bytes(b"")
+    sweep = root / "sweep"
+    for n, (lr, seed) in enumerate([(lr, s) for lr in ("1e-3", "1e-4") for s in (1, 2)]):
+        run = sweep / str(n)
+        (run / ".hydra").mkdir(parents=True)
+        config = {"seed": seed, "backbone": {"key": "moco_v2"},
+                  "data": {"root": str(data), "manifest": str(data / "labels.csv"),
+                           "classes": list(CLASSES), "image_size": 64},
+                  "optimizer": {"_target_": "torch.optim.Adam", "lr": float(lr)}}  # fmt: skip
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        (run / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"optimizer.lr={lr}", f"seed={seed}"])
+        )
+        (run / "job.json").write_text(
+            json.dumps(
+                {
+                    "settings": [],
+                    "machine": {
+                        "cpu_capability": "AVX512",
+                        "threads": 2,
+                        "torch": "2.14.1",
+                        "git_commit": "abc",
+                    },
+                }
+            )
+        )
+        with (run / "split.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        metrics = {}
+        skill = 0.35 if lr == "1e-3" else 0.2
+        for stage, chosen in (("test", rows[50:]), ("external", rows[:40])):
+            targets = np.array([r["label"] for r in chosen])
+            p_covid = np.clip((targets == 0) * skill + rng.random(len(chosen)) * (1 - skill), 0, 1)
+            with (run / f"predictions_{stage}.csv").open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["path", "group", "label", "p_COVID", "p_Normal"])
+                for r, p in zip(chosen, p_covid, strict=True):
+                    writer.writerow([r["path"], r["group"], r["label"], f"{p:.6f}", f"{1 - p:.6f}"])
+            correct = ((p_covid >= 0.5) == (targets == 0)).mean()
+            metrics |= {f"{stage}/acc": correct, f"{stage}/auroc": 0.5 + skill,
+                        f"{stage}/sensitivity": 0.7, f"{stage}/specificity": 0.7}  # fmt: skip
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    write_report([fake_study(root)], root / "report", prevalence=0.05)
+    return root / "report"
+
+
+def test_the_page_holds_every_section_and_no_patient_identifier(study: Path) -> None:
+    report = json.loads((study / "report.json").read_text())
+    sections = report["sections"]
+    assert list(sections) == ["flow", "characteristics", "comparison", "curves",
+                              "operating_point", "subgroups", "failures", "external",
+                              "model_card"]  # fmt: skip
+    assert sections["flow"]["data"]["per_split"]["test"] == {"COVID": 15, "Normal": 15}
+    assert set(sections["subgroups"]["data"]) >= {"site", "age"}  # age in decades
+    site = {r["value"]: r for r in sections["subgroups"]["data"]["site"]["rows"]}
+    assert set(site) == {"A", "B"}
+    assert site["A"]["images"] == sum("AB"[i % 4 // 2] == "A" for i in range(50, 80))
+    assert sections["characteristics"]["data"]["patient_distinct"] == 40  # counted, never shown
+    assert len(sections["external"]["data"]["pairs"]) == 4
+    assert sections["operating_point"]["data"]["prespecified"] is True
+    assert "decision_curve" in sections["operating_point"]["data"]
+    assert sections["failures"]["missing"] is None  # errors listed; no checkpoint: no CAM
+    assert "CC-BY-NC" in sections["model_card"]["data"]["Model details"]["weight licence"]
+    assert sections["model_card"]["data"]["Machine"]["torch CPU capability"] == "AVX512"
+    for name in ("report.html", "report.json", "checklist_claim2024.csv"):
+        text = (study / name).read_text()
+        assert not any(p in text for p in PATIENTS), name
+    claim = list(csv.DictReader((study / "checklist_claim2024.csv").open()))
+    tripod = list(csv.DictReader((study / "checklist_tripod_ai.csv").open()))
+    assert [r["item"] for r in claim] == [str(i) for i in range(1, 45)]
+    assert {r["item"].rstrip("abcdefg") for r in tripod} == {str(i) for i in range(1, 28)}
+    flow = next(r for r in claim if r["item"] == "35")
+    assert flow["status"] == "filled" and flow["evidence"] == "#flow"
+
+
+def test_a_missing_input_is_one_line_not_a_gap(tmp_path: Path) -> None:
+    sweep = fake_study(tmp_path)
+    for run in sweep.iterdir():
+        (run / "predictions_external.csv").unlink()
+    write_report([sweep / "0"], tmp_path / "one")
+    sections = json.loads((tmp_path / "one" / "report.json").read_text())["sections"]
+    assert "No external evaluation" in sections["external"]["missing"]
+    html = (tmp_path / "one" / "report.html").read_text()
+    assert "One setting: nothing to compare." in html
+    assert "give <code>--prevalence P</code>" in html
+    claim = {
+        r["item"]: r for r in csv.DictReader((tmp_path / "one" / "checklist_claim2024.csv").open())
+    }
+    assert claim["34"]["status"] == "for the author"  # external: its section is empty
+
+
+def chromium() -> str | None:
+    if importlib.util.find_spec("playwright") is None:
+        return None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="no chromium and playwright (apt-get install "
+    "chromium; pip install playwright): the page is not opened in a browser",
+)
+def test_the_page_opens_offline_in_a_real_browser(study: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        requests, errors = [], []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((study / "report.html").as_uri())
+        images = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
+        page.screenshot(path=str(study / "screenshot.png"), full_page=True)
+        browser.close()
+    assert len(images) >= 4 and all(w > 0 for w in images)
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert errors == []
+    assert (study / "screenshot.png").stat().st_size > 10_000
+
+
+def test_a_run_records_the_machine_its_numbers_came_from(tmp_path: Path) -> None:
+    """The same config gives other numbers on an AVX2 and an AVX-512 machine: job.json says
+    which, with the threads, the GPU and the code's commit."""
+    import torch
+
+    from covidxr.run_folder import RunFolder
+    from covidxr.utils import locks
+    from covidxr.utils.runner import claim_run_folder
+
+    claim_run_folder(tmp_path, ["seed=1"])
+    locks.release(RunFolder(tmp_path).lock)
+    record = json.loads(RunFolder(tmp_path).job.read_text())
+    assert record["settings"] == ["seed=1"]
+    machine = record["machine"]
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["threads"] == torch.get_num_threads() and "git_commit" in machine
