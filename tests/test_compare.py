@@ -76,6 +76,11 @@ def test_report_has_a_row_per_backbone_and_marks_the_failed_jobs(
     assert "## Paired tests on shared test images" in markdown
     (offline,) = (tmp_path / "wandb").glob("offline-run-*")  # the tables and verdicts, in W&B
     assert list(offline.glob("*.wandb"))
+    (page,) = (offline / "files" / "media" / "html").glob("report/page*.html")  # the study page
+    assert "covidxr study report" in page.read_text()
+    failures = json.loads((tmp_path / "report.json").read_text())["sections"]["failures"]
+    assert failures["data"]["cam_region"] in ("lungs", "center")  # Grad-CAM of real checkpoints
+    assert (tmp_path / "report_files" / "failures.png").is_file()
 
 
 def test_report_of_nothing_is_a_clear_error(tmp_path: Path, capsys) -> None:

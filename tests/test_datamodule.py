@@ -203,3 +203,18 @@ def test_a_broken_lung_mask_is_named_before_training(tmp_path: Path) -> None:
     mask.unlink()
     with pytest.raises(DatasetError, match="have none"):
         RadiographyDataModule(root, image_size=32, occlude="lungs").setup("fit")
+
+
+def test_a_label_fraction_trains_on_its_subset_and_records_the_rest(
+    phantoms: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    dm = RadiographyDataModule(
+        phantoms, image_size=32, batch_size=4, output_dir=tmp_path, train_fraction=0.25
+    )
+    dm.setup("fit")
+    rows = list(csv.DictReader((tmp_path / "split.csv").open()))
+    train = [r for r in rows if r["split"] == "train"]
+    assert len(dm.datasets["train"]) == len(train) and train
+    assert sum(r["split"] == "unlabeled" for r in rows) == 3 * len(train)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,56 @@ def test_split_file_listing_an_image_twice_is_refused(tmp_path: Path) -> None:
 
 def test_stratified_split_of_nothing_is_empty() -> None:
     assert stratified_split([]) == {"train": [], "val": [], "test": []}
+
+
+def test_label_fractions_are_nested_grouped_and_leave_val_and_test_alone(
+    phantoms: Path, tmp_path: Path
+) -> None:
+    """data.train_fraction: per class, whole groups, the 25% subset inside the 50% one, the
+    same validation and test images; a saved split gives back its subset."""
+    from covidxr.data.splitting.splits import UNLABELED, Sample, labeled_subset
+
+    spec = {"classes": ["COVID", "Normal"], "seed": 3}
+    full = build_index(phantoms, SplitSpec(**spec))
+    quarter = build_index(phantoms, SplitSpec(**spec, train_fraction=0.25))
+    half = build_index(phantoms, SplitSpec(**spec, train_fraction=0.5))
+    for part in (quarter, half):
+        assert part.splits["val"] == full.splits["val"]
+        assert part.splits["test"] == full.splits["test"]
+        assert sorted(part.splits["train"] + part.splits[UNLABELED], key=str) == sorted(
+            full.splits["train"], key=str
+        )
+    assert set(quarter.splits["train"]) < set(half.splits["train"])
+    n = full.class_counts("train")[0]
+    assert quarter.class_counts("train") == [math.ceil(n / 4)] * 2
+    assert half.class_counts("train") == [math.ceil(n / 2)] * 2
+    path = quarter.write_split_csv(tmp_path / "split.csv")
+    again = build_index(phantoms, SplitSpec(**spec, split_file=path, train_fraction=0.25))
+    assert again.splits == quarter.splits  # resume: not a quarter of a quarter
+    assert build_index(phantoms, SplitSpec(**spec, split_file=path)).splits == quarter.splits
+    images = build_index(phantoms, SplitSpec(**spec, train_images=n))
+    assert images.class_counts("train") == [math.ceil(n / 2)] * 2
+
+    pool = [Sample(f"{c}/{i}.png", c, "AB"[c], f"g{c}-{i // 4}") for c in (0, 1) for i in range(40)]
+    labeled, unlabeled = labeled_subset(pool, 0.1, seed=1)
+    groups = {s.group for s in labeled}
+    assert len(labeled) == 8 and not groups & {s.group for s in unlabeled}  # whole groups
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"train_fraction": 0.0}, "train_fraction=0.0: give a share"),
+        ({"train_fraction": 1.5}, "train_fraction=1.5: give a share"),
+        ({"train_fraction": 0.5, "train_images": 10}, "both set"),
+        ({"train_images": 1}, "train_images=1: give an integer of at least 2"),
+    ],
+)
+def test_bad_label_fractions_are_one_line(options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        SplitSpec(**options)
+
+
+def test_more_training_images_than_the_split_holds_is_named(phantoms: Path) -> None:
+    with pytest.raises(DatasetError, match="train_images=5000: the training split holds 40"):
+        build_index(phantoms, SplitSpec(classes=["COVID", "Normal"], train_images=5000))

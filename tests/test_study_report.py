@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import write_png
 
 from covidxr.reporting.compare import write_report
 from covidxr.reporting.study.clinical import net_benefit, operating_point, predictive_values
@@ -72,35 +73,35 @@ def test_subgroups_flag_the_group_that_differs_and_leave_small_ones_out() -> Non
     assert result["heterogeneity"]["p_value"] < 1e-6
 
 
-def fake_study(root: Path) -> Path:
+def fake_study(root: Path, classes: tuple[str, ...] = CLASSES) -> Path:
     """2 settings x 2 seeds with test and external predictions, a manifest with site and
     patient columns, as covidxr-train and covidxr-eval leave them."""
     data = root / "data"
     rng = np.random.default_rng(3)
     rows, manifest = [], []
     for i in range(80):
-        label = i % 2
-        path = f"{CLASSES[label]}/images/{CLASSES[label]}-{i}.png"
+        label = i % len(classes)
+        path = f"{classes[label]}/images/{classes[label]}-{i}.png"
         split = "train" if i < 40 else "val" if i < 50 else "test"
-        rows.append({"path": path, "label": label, "class": CLASSES[label], "split": split,
+        rows.append({"path": path, "label": label, "class": classes[label], "split": split,
                      "group": f"patient:{i // 2:016x}"})  # fmt: skip
-        manifest.append({"path": path, "label": CLASSES[label], "site": "AB"[i % 4 // 2],
+        manifest.append({"path": path, "label": classes[label], "site": "AB"[i % 4 // 2],
                          "patient": PATIENTS[i // 2], "age": str(20 + i)})  # fmt: skip
     data.mkdir(parents=True)
     with (data / "labels.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(manifest[0]))
         writer.writeheader()
         writer.writerows(manifest)
-    for row in manifest:  # the manifest's images must exist
-        (data / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (data / row["path"]).write_bytes(b"")
+    for row in manifest:  # tiny images: the page reads their headers and grey levels
+        write_png(data / row["path"], value=90 if row["label"] == "COVID" else 160, size=16)
     sweep = root / "sweep"
     for n, (lr, seed) in enumerate([(lr, s) for lr in ("1e-3", "1e-4") for s in (1, 2)]):
         run = sweep / str(n)
         (run / ".hydra").mkdir(parents=True)
         config = {"seed": seed, "backbone": {"key": "moco_v2"},
                   "data": {"root": str(data), "manifest": str(data / "labels.csv"),
-                           "classes": list(CLASSES), "image_size": 64},
+                           "classes": list(classes), "image_size": 64},
+                  "external": str(data),
                   "optimizer": {"_target_": "torch.optim.Adam", "lr": float(lr)}}  # fmt: skip
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
         (run / ".hydra" / "overrides.yaml").write_text(
@@ -128,16 +129,22 @@ def fake_study(root: Path) -> Path:
         for stage, chosen in (("test", rows[50:]), ("external", rows[:40])):
             targets = np.array([r["label"] for r in chosen])
             p_covid = np.clip((targets == 0) * skill + rng.random(len(chosen)) * (1 - skill), 0, 1)
-            with (run / f"predictions_{stage}.csv").open("w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["path", "group", "label", "p_COVID", "p_Normal"])
-                for r, p in zip(chosen, p_covid, strict=True):
-                    writer.writerow([r["path"], r["group"], r["label"], f"{p:.6f}", f"{1 - p:.6f}"])
+            write_predictions(run / f"predictions_{stage}.csv", chosen, p_covid, classes)
             correct = ((p_covid >= 0.5) == (targets == 0)).mean()
             metrics |= {f"{stage}/acc": correct, f"{stage}/auroc": 0.5 + skill,
                         f"{stage}/sensitivity": 0.7, f"{stage}/specificity": 0.7}  # fmt: skip
         (run / "metrics.json").write_text(json.dumps(metrics))
     return sweep
+
+
+def write_predictions(path: Path, rows: list[dict], p_covid: np.ndarray, classes) -> None:
+    """``predictions_<stage>.csv``: p(COVID) given, the rest shared by the other classes."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "group", "label", *[f"p_{c}" for c in classes]])
+        for r, p in zip(rows, p_covid, strict=True):
+            rest = [f"{(1 - p) / (len(classes) - 1):.6f}"] * (len(classes) - 1)
+            writer.writerow([r["path"], r["group"], r["label"], f"{p:.6f}", *rest])
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +159,7 @@ def test_the_page_holds_every_section_and_no_patient_identifier(study: Path) -> 
     sections = report["sections"]
     assert list(sections) == ["flow", "characteristics", "comparison", "curves",
                               "operating_point", "subgroups", "failures", "external",
-                              "model_card"]  # fmt: skip
+                              "label_efficiency", "model_card"]  # fmt: skip
     assert sections["flow"]["data"]["per_split"]["test"] == {"COVID": 15, "Normal": 15}
     assert set(sections["subgroups"]["data"]) >= {"site", "age"}  # age in decades
     site = {r["value"]: r for r in sections["subgroups"]["data"]["site"]["rows"]}
@@ -160,6 +167,10 @@ def test_the_page_holds_every_section_and_no_patient_identifier(study: Path) -> 
     assert site["A"]["images"] == sum("AB"[i % 4 // 2] == "A" for i in range(50, 80))
     assert sections["characteristics"]["data"]["patient_distinct"] == 40  # counted, never shown
     assert len(sections["external"]["data"]["pairs"]) == 4
+    shift = sections["external"]["data"]["shift"]
+    assert shift["internal_size"] == shift["external_size"] == "16 x 16"
+    assert 90 < shift["internal_grey_mean"] < 160  # both classes' grey levels, read
+    assert sections["characteristics"]["data"]["bits"] == {"train:8": 40, "val:8": 10, "test:8": 30}
     assert sections["operating_point"]["data"]["prespecified"] is True
     assert "decision_curve" in sections["operating_point"]["data"]
     assert sections["failures"]["missing"] is None  # errors listed; no checkpoint: no CAM
@@ -239,3 +250,82 @@ def test_a_run_records_the_machine_its_numbers_came_from(tmp_path: Path) -> None
     machine = record["machine"]
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["threads"] == torch.get_num_threads() and "git_commit" in machine
+
+
+def test_external_evaluations_join_their_runs_and_a_damaged_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """covidxr-eval ckpt_path=<run>/checkpoints/best.ckpt external=... folds into that run's row
+    and page; a damaged metrics.json is named, exit 2."""
+    from covidxr.cli import report as report_cli
+
+    sweep = fake_study(tmp_path, ("COVID", "Normal", "Lung_Opacity"))  # 3 classes: one-vs-rest
+    trained = sweep / "0"
+    evaluation = tmp_path / "eval"
+    (evaluation / ".hydra").mkdir(parents=True)
+    config = {"ckpt_path": str(trained / "checkpoints" / "best.ckpt"), "external": "/other"}
+    (evaluation / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (evaluation / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["external=/other"]))
+    shutil.move(trained / "predictions_external.csv", evaluation / "predictions_external.csv")
+    metrics = json.loads((trained / "metrics.json").read_text())
+    (evaluation / "metrics.json").write_text(json.dumps({"external/auroc": 0.61, "test/acc": 1}))
+    (trained / "metrics.json").write_text(
+        json.dumps({k: v for k, v in metrics.items() if not k.startswith("external/")})
+    )
+    assert report_cli.main([str(sweep), str(evaluation), "--output", str(tmp_path / "r")]) == 0
+    rows = list(csv.DictReader((tmp_path / "r" / "report.csv").open()))
+    assert [r["setting"] for r in rows] == ["optimizer.lr=1e-3", "optimizer.lr=1e-4"]
+    assert float(rows[0]["external_auroc_mean"]) == pytest.approx(100 * (0.61 + 0.85) / 2)
+    sections = json.loads((tmp_path / "r" / "report.json").read_text())["sections"]
+    assert len(sections["external"]["data"]["pairs"]) == 4  # the moved one found in the eval
+    assert sections["curves"]["data"]["rows"] and sections["operating_point"]["data"]["points"]
+
+    (trained / "metrics.json").write_text("{not json")
+    capsys.readouterr()
+    assert report_cli.main([str(sweep), "--output", str(tmp_path / "r2")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(trained / "metrics.json") in line and "is damaged" in line
+
+
+def test_every_registry_weight_has_a_model_card_with_its_licence(tmp_path: Path) -> None:
+    from covidxr.reporting.jobs import Job
+    from covidxr.reporting.study.evidence import gather
+    from covidxr.reporting.study.sections import PageOptions, model_card
+    from covidxr.weights.registry import REGISTRY
+
+    for key, spec in REGISTRY.items():
+        job = Job(tmp_path, {"seed": 1, "backbone": {"key": key}}, [], metrics={"test/acc": 1})
+        card = model_card(gather([job]), PageOptions(tmp_path)).data
+        assert card["Model details"]["weight licence"] == spec.licence, key
+        assert card["Model details"]["weight key"] == key
+
+
+def test_a_label_fraction_sweep_draws_the_curve_with_paired_tests_per_fraction(
+    tmp_path: Path,
+) -> None:
+    sweep = fake_study(tmp_path)
+    for run in sorted(sweep.iterdir()):
+        for fraction in ("0.5", "1.0"):
+            copy = sweep.parent / "fractions" / f"{run.name}-{fraction}"
+            shutil.copytree(run, copy)
+            overrides = yaml.safe_load((copy / ".hydra" / "overrides.yaml").read_text())
+            overrides.append(f"data.train_fraction={fraction}")
+            (copy / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            if fraction == "0.5":  # half the training images left unlabeled
+                rows = list(csv.DictReader((copy / "split.csv").open()))
+                train = [r for r in rows if r["split"] == "train"]
+                for r in train[::2]:
+                    r["split"] = "unlabeled"
+                with (copy / "split.csv").open("w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+    write_report([sweep.parent / "fractions"], tmp_path / "r")
+    section = json.loads((tmp_path / "r" / "report.json").read_text())["sections"][
+        "label_efficiency"
+    ]
+    points = section["data"]["points"]
+    assert set(points) == {"optimizer.lr=1e-3", "optimizer.lr=1e-4"}
+    assert [p[0] for p in points["optimizer.lr=1e-3"]] == [20, 40]  # labeled images, ascending
+    assert {t["fraction"] for t in section["data"]["paired_tests"]} == {0.5, 1.0}
+    assert (tmp_path / "r" / "report_files" / "label_efficiency.png").is_file()

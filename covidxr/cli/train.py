@@ -60,7 +60,10 @@ def claim_this_folder(cfg: DictConfig) -> None:
     folder = job_folder()
     if folder is not None:
         overrides = list(HydraConfig.get().overrides.task)
-        claim_run_folder(folder, overrides, bool(cfg.get("overwrite", False)))
+        # where the images are, resolved: reports read it on machines without this Hydra run
+        data = {k: cfg.data.get(k) for k in ("root", "manifest")}
+        record = {"data": {k: None if v is None else str(v) for k, v in data.items()}}
+        claim_run_folder(folder, overrides, bool(cfg.get("overwrite", False)), record)
 
 
 def finished_run(cfg: DictConfig) -> dict[str, float] | None:

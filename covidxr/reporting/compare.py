@@ -58,7 +58,7 @@ def write_report(
         writer.writeheader()
         writer.writerows(rows)
     plot_report(rows, report.figure)
-    write_study_page(folders, PageOptions(report.path, stage, prevalence), rows, tests)
+    write_study_page(jobs, PageOptions(report.path, stage, prevalence), rows, tests)
     if wandb:
         from covidxr.reporting.wandb_plots import log_report
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from covidxr.run_folder import RunFolder
-from covidxr.utils.errors import MissingFileError
+from covidxr.utils.errors import DatasetError, MissingFileError
 
 #: Where a run folder keeps its composed config, relative to it: what makes a folder a run.
 CONFIG = RunFolder(Path()).config.as_posix()
@@ -29,6 +32,20 @@ class Job:
     overrides: list[str]
     metrics: dict[str, float] | None = None
     error: str | None = None
+    #: ``covidxr-eval ckpt_path=<this run's checkpoint> external=...`` runs folded into this one
+    evaluation: Job | None = None
+
+    def predictions(self, stage: str) -> Path:
+        """The record of a stage's predictions: an external set's from its evaluation run."""
+        if stage == "external" and self.evaluation is not None:
+            return RunFolder(self.evaluation.path).predictions(stage)
+        return RunFolder(self.path).predictions(stage)
+
+    @property
+    def external_root(self) -> Path | None:
+        """The folder of the external images this run (or its evaluation) was tested on."""
+        source = self.evaluation.config if self.evaluation is not None else self.config
+        return Path(str(source["external"])) if source.get("external") else None
 
     @property
     def status(self) -> str:
@@ -62,8 +79,6 @@ class Job:
 
 def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
     """Every run folder (one with ``.hydra/config.yaml``) in or under ``folders``."""
-    import yaml
-
     jobs = []
     for folder in map(Path, folders):
         if not folder.is_dir():
@@ -71,15 +86,45 @@ def find_jobs(folders: Sequence[str | os.PathLike]) -> list[Job]:
         configs = sorted({*folder.glob(CONFIG), *folder.glob(f"**/{CONFIG}")})
         for config_path in configs:
             run = RunFolder(config_path.parent.parent)
-            config = yaml.safe_load(run.config.read_text()) or {}
-            overrides = yaml.safe_load(run.overrides.read_text()) if run.overrides.is_file() else []
+            config = _read(run.config, yaml.safe_load) or {}
+            overrides = _read(run.overrides, yaml.safe_load) if run.overrides.is_file() else []
             job = Job(run.path, config, [str(o) for o in overrides or []])
             if run.metrics.is_file():
-                job.metrics = json.loads(run.metrics.read_text())
+                job.metrics = _read(run.metrics)
             elif run.failed.is_file():
-                job.error = json.loads(run.failed.read_text()).get("error", "failed")
+                job.error = _read(run.failed).get("error", "failed")
             jobs.append(job)
-    return jobs
+    return attach_evaluations(jobs)
+
+
+def _read(path: Path, parse: Callable[[str], Any] = json.loads) -> Any:
+    """A run file's contents; a damaged one is named with what to do."""
+    try:
+        return parse(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise DatasetError(
+            f"{path} is damaged ({exc}): run that job again (resume=auto) or leave its folder "
+            "out of the report."
+        ) from None
+
+
+def attach_evaluations(jobs: list[Job]) -> list[Job]:
+    """Fold each external evaluation of a job's checkpoint (``covidxr-eval ckpt_path=<run>/
+    checkpoints/<name>.ckpt external=<folder>``) into that job: its ``external/*`` metrics and
+    predictions become the job's, so the sweep's rows hold internal and external side by side."""
+    by_path = {job.path.resolve(): job for job in jobs}
+    kept = []
+    for job in jobs:
+        ckpt = job.config.get("ckpt_path")
+        trained = by_path.get(RunFolder.of_checkpoint(ckpt).path) if ckpt else None
+        if trained is None or not job.config.get("external") or job.metrics is None:
+            kept.append(job)
+            continue
+        external = {k: v for k, v in job.metrics.items() if k.startswith("external/")}
+        if trained.metrics is not None:
+            trained.metrics = {**trained.metrics, **external}
+        trained.evaluation = job
+    return kept
 
 
 IGNORED_KEYS = ("seed", "hydra.", "data.ci_seed", "model.ci_seed", "data.fold=")

@@ -17,7 +17,6 @@ from covidxr.reporting.paired import (
     read_record,
     verdict,
 )
-from covidxr.run_folder import RunFolder
 
 
 def paired_difference(
@@ -47,7 +46,7 @@ def _records(jobs: Sequence[Job], stage: str) -> dict[str, dict[object, Record]]
     keys = varied_keys(jobs)
     found: dict[str, dict[object, Record]] = {}
     for job in jobs:
-        path = RunFolder(job.path).predictions(stage)
+        path = job.predictions(stage)
         if job.metrics is not None and path.is_file():
             label = job.seed if job.fold is None else f"{job.seed}/fold{job.fold}"
             found.setdefault(setting_of(job, keys), {})[label] = read_record(path)

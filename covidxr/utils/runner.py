@@ -9,8 +9,9 @@ import os
 import shutil
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -126,7 +127,12 @@ def job_settings(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not o.lstrip("+~").startswith(HOW_TO_RUN))
 
 
-def claim_run_folder(folder: Path, overrides: list[str], overwrite: bool = False) -> None:
+def claim_run_folder(
+    folder: Path,
+    overrides: list[str],
+    overwrite: bool = False,
+    record: Mapping = MappingProxyType({}),
+) -> None:
     """Record this job's settings in its folder, or refuse a folder whose run had others.
 
     A job started again in its own folder (``resume=auto``, a requeue) continues; a job with
@@ -138,8 +144,10 @@ def claim_run_folder(folder: Path, overrides: list[str], overwrite: bool = False
     conflict = None if overwrite else other_settings(folder, overrides)
     if conflict:
         raise FolderTakenError(conflict)
-    record = {"settings": job_settings(overrides), "machine": machine_record()}
-    write_json(run.job, record)  # the same settings, or a refused start's
+    # the same settings, or a refused start's; ``record``: what the caller resolved (paths)
+    write_json(
+        run.job, {"settings": job_settings(overrides), "machine": machine_record(), **record}
+    )
     run.failed.unlink(missing_ok=True)  # an earlier attempt's error; this one starts afresh
 
 

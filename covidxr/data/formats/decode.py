@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from covidxr.data.formats.depth import depth_holding, said_guess
-from covidxr.data.formats.dicom import DicomError, dicom_to_gray, is_dicom
+from covidxr.data.formats.dicom import DicomError, dicom_to_gray, header_value, is_dicom
 from covidxr.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -231,3 +231,21 @@ def scan_unreadable(
                 on_done()
             if reason is not None:
                 yield path, reason
+
+
+#: The header fields ``image_header`` reads from a DICOM file.
+DICOM_HEADER = ("BitsStored", "Columns", "Rows")
+
+
+def image_header(path: str | os.PathLike) -> tuple[int, int, int]:
+    """Bits per sample, width and height from the file's header, without decoding its pixels
+    (DICOM: BitsStored, Columns, Rows): what a report says the images were."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        start = fh.read(132)
+    if is_dicom(start, path):
+        bits, width, height = (int(header_value(path, k) or 0) for k in DICOM_HEADER)
+        return bits, width, height
+    with PIL.Image.open(path) as image:
+        bits = 16 if image.mode.startswith("I") else 32 if image.mode == "F" else 8
+        return bits, image.width, image.height

@@ -29,9 +29,11 @@ from covidxr.data.splitting.groups import (
 from covidxr.data.splitting.spec import SplitSpec
 from covidxr.data.splitting.splits import (
     SPLITS,
+    UNLABELED,
     DatasetIndex,
     Sample,
     kfold_split,
+    labeled_subset,
     read_split_csv,
     select_files,
     sort_samples,
@@ -90,9 +92,33 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
             splits["train"], splits["val"] = kfold_split(
                 pool, spec.folds, spec.fold, spec.seed, order_names
             )
+    if spec.train_fraction is not None or spec.train_images is not None:
+        splits["train"], splits[UNLABELED] = label_subset(splits, spec)
     index = DatasetIndex(root=layout.root, classes=spec.classes, splits=splits, dropped=dropped)
     log.info("Dataset %s (%s layout): %s", layout.root, layout.layout, index.describe())
     return index
+
+
+def label_subset(splits: dict[str, list[Sample]], spec: SplitSpec) -> tuple[list, list]:
+    """The labeled part of the training pool (its train and unlabeled images, so a saved split
+    gives back the subset it was made with) for ``data.train_fraction`` or ``train_images``."""
+    pool = splits["train"] + splits.get(UNLABELED, [])
+    if spec.train_images is not None and spec.train_images > len(pool):
+        raise DatasetError(
+            f"data.train_images={spec.train_images}: the training split holds {len(pool)} "
+            "images; ask for at most that many, or use data.train_fraction."
+        )
+    fraction = spec.train_fraction or spec.train_images / len(pool)
+    labeled, unlabeled = labeled_subset(pool, fraction, spec.seed)
+    log.info(
+        "Label efficiency: training on %d of %d training images (data.train_%s=%s); validation "
+        "and test unchanged",
+        len(labeled),
+        len(pool),
+        "fraction" if spec.train_fraction is not None else "images",
+        spec.train_fraction if spec.train_fraction is not None else spec.train_images,
+    )
+    return labeled, unlabeled
 
 
 def load_layout(root: str | os.PathLike | None, spec: SplitSpec) -> DatasetLayout:

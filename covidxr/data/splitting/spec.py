@@ -49,6 +49,9 @@ class SplitSpec:
         folds: cross-validation: the train+val pool in this many folds (stratified, grouped);
             ``fold`` is the validation fold, the others train; the test split is the same for
             every fold.
+        train_fraction: label efficiency: train on this share of the training split (whole
+            groups, per class, nested across fractions); validation and test stay the same
+            images. ``train_images``: the same as a number of images.
     """
 
     classes: tuple[str, ...] = ("COVID", "Normal")
@@ -67,6 +70,8 @@ class SplitSpec:
     test_sources: tuple[str, ...] = ()
     folds: int | None = None
     fold: int = 0
+    train_fraction: float | None = None
+    train_images: int | None = None
 
     def __post_init__(self) -> None:
         def fix(name: str, value: Any) -> None:
@@ -119,6 +124,25 @@ class SplitSpec:
             raise ConfigError(
                 f"data.fold={self.fold}: give an integer from 0 to {limit - 1} (data.folds="
                 f"{self.folds})."
+            )
+        if self.train_fraction is not None and self.train_images is not None:
+            raise ConfigError(
+                "data.train_fraction and data.train_images both set: give one of them (a share of "
+                "the training split, or a number of images)."
+            )
+        if self.train_fraction is not None and (
+            isinstance(self.train_fraction, bool)
+            or not isinstance(self.train_fraction, (int, float))
+            or not 0 < self.train_fraction <= 1
+        ):
+            raise ConfigError(
+                f"data.train_fraction={self.train_fraction}: give a share of the training split "
+                "above 0 and at most 1 (e.g. 0.1), or null for all of it."
+            )
+        if self.train_images is not None and not _is_int(self.train_images, len(self.classes)):
+            raise ConfigError(
+                f"data.train_images={self.train_images}: give an integer of at least "
+                f"{len(self.classes)} (one image per class), or null for the whole split."
             )
         for name in ("split_file", "manifest"):
             if getattr(self, name) is not None:

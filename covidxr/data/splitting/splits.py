@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +21,8 @@ from covidxr.utils.errors import DatasetError
 from covidxr.utils.io import atomic_write
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Training images a run leaves unlabeled (``data.train_fraction``): recorded, never trained on.
+UNLABELED = "unlabeled"
 SPLIT_COLUMNS: tuple[str, ...] = ("path", "label", "class", "split")
 #: Written by 0.2 on: the near-duplicate group (its first image's path); optional when read.
 GROUP_COLUMN = "group"
@@ -75,7 +78,7 @@ class DatasetIndex:
         with atomic_write(path) as fh:
             writer = csv.writer(fh)
             writer.writerow([*SPLIT_COLUMNS, GROUP_COLUMN])
-            for split in SPLITS:
+            for split in (*SPLITS, UNLABELED):
                 for s in self.splits.get(split, []):
                     writer.writerow([s.path, s.label, s.class_name, split, s.group_key])
         return Path(path)
@@ -185,6 +188,32 @@ def stratified_split(
     return splits
 
 
+def labeled_subset(
+    pool: Sequence[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """``(labeled, unlabeled)``: per class, whole groups (copies, patients, sites) in a seeded
+    order until ``fraction`` of the class's images is reached (at least one group).
+
+    The order depends on the seed and the group names only, so a smaller fraction is a prefix of
+    a larger one (the 2% subset lies inside the 5% one), and the subset of a saved split's train
+    and unlabeled images is the subset it was made with.
+    """
+    members, by_label = groups_by_label(pool, seed + LABELED_SALT)
+    labeled: list[Sample] = []
+    unlabeled: list[Sample] = []
+    for groups in by_label.values():
+        target = max(1, math.ceil(fraction * sum(len(members[g]) for g in groups) - 1e-9))
+        taken = 0
+        for group in groups:
+            (labeled if taken < target else unlabeled).extend(members[group])
+            taken += len(members[group]) if taken < target else 0
+    return sort_samples(labeled), sort_samples(unlabeled)
+
+
+#: Keeps the labeled subset's order apart from the split's order of the same seed.
+LABELED_SALT = 7919
+
+
 def kfold_split(
     pool: Sequence[Sample],
     folds: int,
@@ -220,7 +249,7 @@ def read_split_csv(
     path, root = Path(path), Path(root)
     if not path.is_file():
         raise DatasetError(f"data.split_file {path} does not exist.")
-    splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    splits: dict[str, list[Sample]] = {name: [] for name in (*SPLITS, UNLABELED)}
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing_cols = set(SPLIT_COLUMNS) - set(reader.fieldnames or ())
@@ -232,7 +261,9 @@ def read_split_csv(
         for line, row in enumerate(reader, start=2):
             name, split = normalize_class_name(row["class"]), row["split"]
             if split not in splits:
-                raise DatasetError(f"{path}:{line}: unknown split {split!r}; use {SPLITS}.")
+                raise DatasetError(
+                    f"{path}:{line}: unknown split {split!r}; use {(*SPLITS, UNLABELED)}."
+                )
             if name not in classes or int(row["label"]) != classes.index(name):
                 raise DatasetError(
                     f"{path}:{line}: class {row['class']!r} with label {row['label']} does not "
@@ -251,4 +282,4 @@ def read_split_csv(
     twice = [p for p, n in seen.items() if n > 1]
     if twice:
         raise DatasetError(f"{path} lists {len(twice)} image(s) more than once, e.g. {twice[:3]}.")
-    return splits
+    return {name: group for name, group in splits.items() if name in SPLITS or group}

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from covidxr.data.formats.manifest import read_manifest
-from covidxr.reporting.jobs import Job, find_jobs, setting_of, varied_keys
+from covidxr.data.splitting.groups import SOURCE
+from covidxr.reporting.jobs import Job, setting_of, varied_keys
 from covidxr.reporting.paired import Record, read_record
 from covidxr.run_folder import RunFolder, data_root
-from covidxr.utils.errors import DatasetError, MissingFileError, UserError
+from covidxr.utils.errors import DatasetError, UserError
 
 #: The splits a run records predictions for, in the order a page shows them.
 STAGES = ("val", "test", "external")
@@ -63,49 +63,47 @@ class StudyEvidence:
         return []
 
     def data_root(self) -> Path | None:
-        data = (self.first.config.get("data") or {}) if self.first else {}
-        try:
-            return data_root(data)
-        except (KeyError, TypeError):
-            return None
+        return job_data_root(self.first) if self.first else None
 
 
-def gather(folders: Sequence[str | os.PathLike]) -> StudyEvidence:
-    """Read every run under ``folders``; a folder whose records cannot be read is one line."""
-    jobs = find_jobs(folders)
-    if not jobs:
-        raise MissingFileError(
-            f"No run folders (with .hydra/config.yaml) under {list(map(str, folders))}."
-        )
+def gather(jobs: list[Job]) -> StudyEvidence:
+    """Read the records of ``jobs``; a run whose records cannot be read is one line."""
     evidence = StudyEvidence(jobs, varied_keys(jobs))
     for job in evidence.done:
-        run = RunFolder(job.path)
         for stage in STAGES:
-            if run.predictions(stage).is_file():
+            path = job.predictions(stage)
+            if path.is_file():
                 try:
-                    evidence.records.setdefault(job.path, {})[stage] = read_record(
-                        run.predictions(stage)
-                    )
+                    evidence.records.setdefault(job.path, {})[stage] = read_record(path)
                 except (UserError, ValueError, KeyError) as exc:
                     raise DatasetError(
-                        f"{run.predictions(stage)} is damaged ({exc}): run the job again "
-                        "(resume=auto) or leave its folder out."
+                        f"{path} is damaged ({exc}): run the job again (resume=auto) or leave "
+                        "its folder out."
                     ) from None
     first = evidence.first
     if first is not None:
         run = RunFolder(first.path)
-        evidence.split = _rows(run.split)
-        evidence.unreadable = _rows(run.unreadable)
-        manifest = (first.config.get("data") or {}).get("manifest")
+        evidence.split = read_rows(run.split)
+        evidence.unreadable = read_rows(run.unreadable)
+        data = first.config.get("data") or {}
+        manifest = (read_job_record(first).get("data") or {}).get("manifest") or resolved(
+            first.config, "data.manifest"
+        )
         if manifest:
             try:
-                evidence.columns = read_manifest(manifest, evidence.data_root()).columns
+                columns = read_manifest(manifest, evidence.data_root()).columns
+                evidence.columns = {p: dict(c) for p, c in columns.items()}
             except UserError as exc:
                 evidence.notes.append(f"manifest columns not shown: {exc}")
+        if data.get("group_by") == SOURCE:  # the collections, by name (never pseudonyms)
+            for row in evidence.split:
+                column = evidence.columns.setdefault(row["path"], {})
+                column[SOURCE] = row.get("group", "").removeprefix(f"{SOURCE}:")
     return evidence
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """A run's CSV file as rows; none when it is not there."""
     if not path.is_file():
         return []
     with path.open(newline="") as fh:
@@ -119,3 +117,31 @@ def read_job_record(job: Job) -> dict:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
+
+
+def resolved(config: dict, key: str) -> Any:
+    """One value of a run's ``.hydra/config.yaml`` with its interpolations resolved
+    (``data.root: ${paths.data_dir}/...``), or None where they cannot be outside that run."""
+    from omegaconf import OmegaConf
+
+    from covidxr.utils.config import RESOLVERS
+
+    for name, function in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function, use_cache=name == "uid")
+    try:
+        return OmegaConf.select(OmegaConf.create(config), key, throw_on_resolution_failure=True)
+    except Exception:
+        return None
+
+
+def job_data_root(job: Job) -> Path | None:
+    """The folder a run's images were under: ``data.root``, else its manifest's folder (as the
+    run recorded them resolved in ``job.json``, else resolved from its config)."""
+    recorded = read_job_record(job).get("data") or {}
+    root = recorded.get("root") or resolved(job.config, "data.root")
+    manifest = recorded.get("manifest") or resolved(job.config, "data.manifest")
+    try:
+        return data_root({"root": root, "manifest": manifest})
+    except (KeyError, TypeError):
+        return None

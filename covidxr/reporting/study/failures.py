@@ -9,9 +9,9 @@ import numpy as np
 
 from covidxr.reporting.jobs import Job
 from covidxr.reporting.paired import Record, auroc_interval
-from covidxr.reporting.study.evidence import StudyEvidence
+from covidxr.reporting.study.evidence import StudyEvidence, job_data_root
 from covidxr.reporting.study.sections import PageOptions, Section, binary, esc, number, table
-from covidxr.run_folder import ReportFolder, RunFolder, data_root
+from covidxr.run_folder import ReportFolder, RunFolder
 
 
 def most_confident_errors(scores: np.ndarray, positive: np.ndarray, k: int) -> dict[str, list]:
@@ -88,10 +88,9 @@ def cam_gallery(
     checkpoint = RunFolder(job.path).best_checkpoint
     if not checkpoint.is_file():
         return f"No Grad-CAM: {checkpoint} is not there (thumbnails need the run's checkpoint)."
-    try:
-        root = data_root(job.config.get("data") or {})
-    except (KeyError, TypeError):
-        return "No Grad-CAM: the run's config names no data root."
+    root = job_data_root(job)
+    if root is None:
+        return "No Grad-CAM: the run's config names no data root this machine can resolve."
     relative = [record.paths[i] for _, i in chosen]
     if not all((root / p).is_file() for p in relative):
         return f"No Grad-CAM: the images are not under {root} on this machine."

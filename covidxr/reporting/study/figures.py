@@ -90,3 +90,22 @@ def flow_figure(path: Path, boxes: Sequence[tuple[str, str]]) -> Path:
                             xycoords="axes fraction",
                             arrowprops={"arrowstyle": "->", "color": "#557"})  # fmt: skip
     return path
+
+
+def label_efficiency_figure(
+    path: Path, lines: Mapping[str, Sequence[tuple[float, float, float, float]]]
+) -> Path:
+    """Test AUROC (mean over seeds, t-interval bars) against labeled training images (log x),
+    one line per setting; ``lines``: per setting ``(images, mean, low, high)`` points."""
+    with saved_figure(path, figsize=(5.6, 4.2), dpi=110) as ax:
+        for label, points in lines.items():
+            xs, ys, lows, highs = (np.asarray(v, float) for v in zip(*points, strict=True))
+            below = np.nan_to_num(ys - lows, nan=0.0).clip(0)
+            above = np.nan_to_num(highs - ys, nan=0.0).clip(0)
+            ax.errorbar(xs, ys, yerr=[below, above], fmt="o-", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled training images")
+        ax.set_ylabel("test AUROC (mean over seeds, 95% t-interval)")
+        ax.set_title("Label efficiency", fontsize=9)
+        ax.legend(fontsize=7)
+    return path

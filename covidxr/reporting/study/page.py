@@ -9,13 +9,13 @@ import csv
 import datetime
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
+from covidxr.reporting.jobs import Job
 from covidxr.reporting.study import sections as s
 from covidxr.reporting.study.checklists import AUTHOR, CHECKLISTS, FILLED, PARTLY, checklist_rows
 from covidxr.reporting.study.evidence import gather
@@ -60,12 +60,11 @@ img{max-width:100%;border:1px solid #ddd}nav a{margin-right:.8em}
 
 
 def write_study_page(
-    folders: Sequence[str | os.PathLike], opts: s.PageOptions, rows: Sequence[Mapping],
-    tests: Sequence[Mapping],
-) -> dict[str, Path]:  # fmt: skip
-    """Every section for the runs in ``folders`` (``rows``/``tests``: the comparison already
-    computed), written as ``report.html``, ``report.json`` and ``checklist_*.csv``."""
-    evidence = gather(folders)
+    jobs: list[Job], opts: s.PageOptions, rows: Sequence[Mapping], tests: Sequence[Mapping]
+) -> dict[str, Path]:
+    """Every section for ``jobs`` (``rows``/``tests``: the comparison already computed),
+    written as ``report.html``, ``report.json`` and ``checklist_*.csv``."""
+    evidence = gather(jobs)
     report = ReportFolder(opts.output)
     report.page_files.mkdir(parents=True, exist_ok=True)
     built = [
@@ -77,6 +76,7 @@ def write_study_page(
         s.subgroups(evidence, opts),
         failure_gallery(evidence, opts),
         s.external(evidence, opts),
+        s.label_efficiency(evidence, opts),
         s.model_card(evidence, opts),
     ]
     present = {sec.key: sec.missing is None for sec in built}

@@ -16,7 +16,8 @@ import numpy as np
 import scipy.stats
 
 from covidxr.data.splitting.privacy import PATIENT_WORDS
-from covidxr.reporting.intervals import metric_samples, stratified_resamples
+from covidxr.data.splitting.splits import SPLITS, UNLABELED
+from covidxr.reporting.intervals import metric_samples, stratified_resamples, t_interval
 from covidxr.reporting.paired import Record, auroc_interval
 from covidxr.reporting.shortcut import shortcut_check
 from covidxr.reporting.study import figures
@@ -25,10 +26,16 @@ from covidxr.reporting.study.clinical import (
     net_benefit,
     operating_point,
 )
-from covidxr.reporting.study.evidence import StudyEvidence, read_job_record
+from covidxr.reporting.study.evidence import StudyEvidence, read_job_record, read_rows
 from covidxr.reporting.study.subgroups import SHOWN, binned, group_columns, subgroup_table
 from covidxr.run_folder import ReportFolder, RunFolder
+from covidxr.utils.errors import UserError
 from covidxr.weights.registry import REGISTRY
+
+#: A split file's parts in the order a reader follows them.
+SPLIT_ORDER = (SPLITS[0], UNLABELED, *SPLITS[1:])
+#: Columns never shown as values, only counted: patient keys, names, dates.
+IDENTIFYING_WORDS = (*PATIENT_WORDS, "name", "date", "birth", "dob", "address", "phone")
 
 
 @dataclass
@@ -87,7 +94,7 @@ def flow(ev: StudyEvidence, opts: PageOptions) -> Section:
     merged = sum(n for n in groups.values() if n > 1)
     data = (ev.first.config.get("data") or {}) if ev.first else {}
     found = len(ev.split) + len(ev.unreadable)
-    splits = [s for s in ("train", "val", "test") if any(k[0] == s for k in per)]
+    splits = [s for s in SPLIT_ORDER if any(k[0] == s for k in per)]
     classes = sorted({k[1] for k in per})
     boxes = [
         ("Found", f"{found} images"),
@@ -117,14 +124,34 @@ def characteristics(ev: StudyEvidence, opts: PageOptions) -> Section:
     if not ev.split:
         section.missing = "No split.csv in the runs."
         return section
-    splits = sorted({r["split"] for r in ev.split}, key=("train", "val", "test").index)
+    splits = [s for s in SPLIT_ORDER if any(r["split"] == s for r in ev.split)]
     parts = []
     formats = Counter((r["split"], Path(r["path"]).suffix.lower() or "(none)") for r in ev.split)
     parts.append("<h3>File formats</h3>" + table(
         ["format", *splits], [[f, *[formats[(s, f)] for s in splits]]
                               for f in sorted({f for _, f in formats})]))  # fmt: skip
-    columns = group_columns(ev.columns, PATIENT_WORDS)
+    columns = group_columns(ev.columns, IDENTIFYING_WORDS)
     data: dict[str, Any] = {"formats": {f"{s}:{f}": n for (s, f), n in formats.items()}}
+    headers = read_headers(ev)
+    if headers:
+        depths = Counter(
+            (r["split"], headers[r["path"]][0]) for r in ev.split if r["path"] in headers
+        )
+        parts.append("<h3>Bits per sample (file header)</h3>" + table(
+            ["bits", *splits], [[b, *[depths[(s, b)] for s in splits]]
+                                for b in sorted({b for _, b in depths})]))  # fmt: skip
+        sizes = {s: [headers[r["path"]][1:] for r in ev.split
+                     if r["split"] == s and r["path"] in headers] for s in splits}  # fmt: skip
+        parts.append("<h3>Image sizes (width x height, pixels)</h3>" + table(
+            ["split", "smallest", "median", "largest"],
+            [[s, *[_size(np.percentile(np.asarray(v), q, axis=0)) for q in (0, 50, 100)]]
+             for s, v in sizes.items() if v]))  # fmt: skip
+        data["bits"] = {f"{s}:{b}": n for (s, b), n in depths.items()}
+        data["sizes"] = {s: [list(map(int, np.percentile(np.asarray(v), q, axis=0)))
+                             for q in (0, 50, 100)] for s, v in sizes.items() if v}  # fmt: skip
+    else:
+        parts.append("<p>Bit depths and sizes not shown: the images are not under the run's "
+                     "data root on this machine.</p>")  # fmt: skip
     for name in columns["shown"]:
         counts = Counter((r["split"], binned(ev.columns, name).get(r["path"], "(unknown)"))
                          for r in ev.split)  # fmt: skip
@@ -145,6 +172,27 @@ def characteristics(ev: StudyEvidence, opts: PageOptions) -> Section:
     return section
 
 
+def _size(wh: np.ndarray) -> str:
+    return f"{int(wh[0])} x {int(wh[1])}"
+
+
+def read_headers(ev: StudyEvidence) -> dict[str, tuple[int, int, int]]:
+    """Bits, width and height of every image of the split, from the file headers; empty when
+    the images are not on this machine."""
+    from covidxr.data.formats.decode import image_header
+
+    root = ev.data_root()
+    if root is None or not ev.split or not (root / ev.split[0]["path"]).is_file():
+        return {}
+    headers = {}
+    for row in ev.split:
+        try:
+            headers[row["path"]] = image_header(root / row["path"])
+        except (OSError, ValueError):
+            continue  # unreadable: the flow counts it
+    return headers
+
+
 def comparison(ev: StudyEvidence, opts: PageOptions, rows: Sequence[Mapping],
                tests: Sequence[Mapping]) -> Section:  # fmt: skip
     section = Section("comparison", "Comparison of settings")
@@ -162,6 +210,15 @@ def comparison(ev: StudyEvidence, opts: PageOptions, rows: Sequence[Mapping],
             [[t["setting_a"], t["setting_b"], t["metric"], t["test"], t.get("seeds", ""),
               number(float(t["difference"]), 4), number(float(t["p_holm"]), 4), t["verdict"]]
              for t in paired]))  # fmt: skip
+    folded = [r for r in rows if int(r.get("cv_folds", 0) or 0) > 1]
+    if folded:
+        body.append("<h3>Cross-validation (out-of-fold validation, %)</h3><p>Mean over folds "
+                    "[95% Nadeau-Bengio corrected interval].</p>" + table(
+            ["setting", "folds", *shown],
+            [[r["setting"], r["cv_folds"], *[
+                number(float(r[f"cv_{m}_mean"]), 2) +
+                interval(float(r[f"cv_{m}_ci_low"]), float(r[f"cv_{m}_ci_high"]), 1)
+                for m in shown]] for r in folded]))  # fmt: skip
     stability = rank_stability(ev, opts)
     if stability:
         body.append(
@@ -336,7 +393,7 @@ def operating(ev: StudyEvidence, opts: PageOptions) -> Section:
 def subgroups(ev: StudyEvidence, opts: PageOptions) -> Section:
     section = Section("subgroups", "Subgroups")
     records = _curve_records(ev, opts.stage)
-    columns = group_columns(ev.columns, PATIENT_WORDS)["shown"]
+    columns = group_columns(ev.columns, IDENTIFYING_WORDS)["shown"]
     if not records or not columns:
         section.missing = (
             ("No group column (a manifest with site, source, scanner, sex...): no subgroups.")
@@ -395,13 +452,25 @@ def external(ev: StudyEvidence, opts: PageOptions) -> Section:
             )
         body.append(table(["setting", f"{opts.stage} AUROC", "external AUROC",
                            "drop [bootstrap 95%]"], rows))  # fmt: skip
-        shift = dataset_shift(pairs[0][1], pairs[0][2])
+        job = next(j for j in ev.done if ev.record(j, "external") is not None)
+        shift = dataset_shift(pairs[0][1], pairs[0][2], ev.data_root(), job.external_root)
         data["shift"] = shift
         body.append(
             f"<p>Dataset shift: positive share {shift['internal_positive']:.1%} internal "
             f"against {shift['external_positive']:.1%} external; images "
             f"{shift['internal_images']} against {shift['external_images']}.</p>"
         )
+        if "external_grey_mean" in shift:
+            body.append(table(["", "internal", "external"], [
+                ["grey level mean (0-255)", f"{shift['internal_grey_mean']:.1f}",
+                 f"{shift['external_grey_mean']:.1f}"],
+                ["grey level std", f"{shift['internal_grey_std']:.1f}",
+                 f"{shift['external_grey_std']:.1f}"],
+                ["median size (w x h)", shift["internal_size"],
+                 shift["external_size"]]]))  # fmt: skip
+        else:
+            body.append("<p>Intensity statistics not shown: the images of both sets are not on "
+                        "this machine.</p>")  # fmt: skip
         worst = max(data["pairs"], key=lambda d: d["drop"] if not math.isnan(d["drop"]) else -1)
         if not math.isnan(worst["drop"]) and worst["drop_low"] > 0.05:
             body.append(
@@ -455,13 +524,39 @@ def auroc_drop(internal: Record, outside: Record, resamples: int) -> dict[str, f
             "drop_low": float(low), "drop_high": float(high)}  # fmt: skip
 
 
-def dataset_shift(internal: Record, outside: Record) -> dict[str, float]:
-    return {
+def dataset_shift(
+    internal: Record,
+    outside: Record,
+    internal_root: Path | None,
+    external_root: Path | None,
+    sample: int = 200,
+) -> dict[str, Any]:
+    """Class balance and size of both sets; where the images of both are on this machine, the
+    grey level mean and std and the median image size of up to ``sample`` images of each."""
+    from covidxr.data.formats.decode import read_gray
+
+    shift: dict[str, Any] = {
         "internal_positive": float((internal.targets == internal.positive).mean()),
         "external_positive": float((outside.targets == outside.positive).mean()),
         "internal_images": len(internal.targets),
         "external_images": len(outside.targets),
     }
+    images = {}
+    for name, record, root in (("internal", internal, internal_root),
+                               ("external", outside, external_root)):  # fmt: skip
+        step = max(1, len(record.paths) // sample)
+        paths = [root / p for p in record.paths[::step]] if root else []
+        try:
+            images[name] = [read_gray(p) for p in paths] if paths else None
+        except (UserError, OSError):  # not on this machine, or unreadable: counted in the flow
+            images[name] = None
+        if images[name] is None:
+            return shift
+    for name, greys in images.items():
+        shift[f"{name}_grey_mean"] = float(np.mean([g.mean() for g in greys]))
+        shift[f"{name}_grey_std"] = float(np.mean([g.std() for g in greys]))
+        shift[f"{name}_size"] = _size(np.median([g.shape[::-1] for g in greys], axis=0))
+    return shift
 
 
 def model_card(ev: StudyEvidence, opts: PageOptions) -> Section:
@@ -517,4 +612,58 @@ def model_card(ev: StudyEvidence, opts: PageOptions) -> Section:
             )
         )
     section.html, section.data = "".join(parts), card
+    return section
+
+
+#: The options whose sweep is a label-efficiency study.
+LABEL_OPTIONS = ("data.train_fraction", "data.train_images")
+
+
+def label_efficiency(ev: StudyEvidence, opts: PageOptions) -> Section:
+    """Test AUROC against the number of labeled training images, one line per other setting,
+    and the paired tests between those settings at each fraction."""
+    from covidxr.reporting.paired_runs import paired_tests
+    from covidxr.reporting.summary import summarize
+
+    section = Section("label_efficiency", "Label efficiency")
+    option = next((k for k in LABEL_OPTIONS if k in ev.keys), None)
+    if option is None:
+        section.missing = ("The runs do not vary data.train_fraction or data.train_images "
+                           "(experiment=label_efficiency): no label-efficiency curve.")  # fmt: skip
+        return section
+    others = [k for k in ev.keys if k != option]
+    by_line: dict[str, dict[float, list[tuple[int, float]]]] = {}
+    for job in ev.done:
+        line = " ".join(f"{k}={job.override(k)}" for k in others) or "all"
+        labeled = sum(1 for r in read_rows(RunFolder(job.path).split) if r["split"] == "train")
+        value = job.metrics.get(f"{opts.stage}/auroc")
+        if value is not None and not math.isnan(value):
+            by_line.setdefault(line, {}).setdefault(float(job.override(option)), []).append(
+                (labeled, value)
+            )
+    points = {
+        line: sorted((float(np.mean([n for n, _ in v])), *t_interval([a for _, a in v]))
+                     for v in fractions.values())
+        for line, fractions in by_line.items()
+    }  # fmt: skip
+    path = figures.label_efficiency_figure(
+        ReportFolder(opts.output).page_files / "label_efficiency.png", points
+    )
+    section.figures.append(path)
+    rows, tests = [], []
+    for fraction in sorted({f for v in by_line.values() for f in v}):
+        jobs = [j for j in ev.done if float(j.override(option)) == fraction]
+        rows += [[fraction, r["setting"], r["runs"], _percent(r, "auroc")]
+                 for r in summarize(jobs, opts.stage)]  # fmt: skip
+        if len({j.override(k) for j in jobs for k in others}) > 1:
+            summary = summarize(jobs, opts.stage)
+            tests += [t | {"fraction": fraction} for t in paired_tests(jobs, summary, opts.stage)]
+    section.html = table([option, "setting", "runs", f"{opts.stage} AUROC %"], rows)
+    if tests:
+        section.html += "<h3>Paired tests per fraction (against the best there)</h3>" + table(
+            [option, "a", "b", "metric", "test", "seeds", "a - b", "p_holm", "verdict"],
+            [[t["fraction"], t["setting_a"], t["setting_b"], t["metric"], t["test"], t["seeds"],
+              number(float(t["difference"]), 4), number(float(t["p_holm"]), 4), t["verdict"]]
+             for t in tests])  # fmt: skip
+    section.data = {"option": option, "points": points, "paired_tests": tests}
     return section
