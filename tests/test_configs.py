@@ -163,3 +163,24 @@ def test_a_config_choice_that_does_not_exist_is_one_line_before_hydra() -> None:
     assert "optimizer=adamx" in unknown_group_choice(["-m", "optimizer=adam,adamx", "seed=1"])
     fine = ["experiment=smoke", "data=manifest", "+debug=fdr", "model.head=paper", "seed=3"]
     assert unknown_group_choice([*fine, "backbone=imagenet", "logger=many,csv"]) is None
+
+
+@pytest.mark.parametrize("fast_bf16", [False, True])
+def test_bf16_training_on_a_cpu_without_onednn_bf16_is_one_line(
+    fast_bf16: bool, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An AVX2-only CPU runs bf16 convolutions in torch's reference kernel (12x slower than
+    fp32): refused before any data is read; where oneDNN has bf16 (AVX-512, AMX) it runs."""
+    from covidxr.models import options
+    from covidxr.utils.errors import ConfigError
+
+    monkeypatch.setattr(options, "onednn_bf16", lambda: fast_bf16)
+    cfg = compose_config(
+        "train", ["trainer=cpu", "trainer.precision=bf16-mixed"], tmp_path, data_dir
+    )
+    if fast_bf16:
+        options.check_precision(cfg)
+    else:
+        with pytest.raises(ConfigError, match="trainer.precision=bf16-mixed on this CPU"):
+            options.check_precision(cfg)
+    options.check_precision(compose_config("train", ["trainer=cpu"], tmp_path, data_dir))

@@ -107,3 +107,13 @@ def test_attached_trainer_is_none_outside_a_trainer(tmp_path: Path) -> None:
     run = trainer(tmp_path, enable_checkpointing=False)
     run.fit(model)
     assert compat.attached_trainer(model) is run
+
+
+def test_onednn_says_whether_it_has_bf16_convolutions() -> None:
+    """torch's own test (an op of the mkldnn namespace) still exists and agrees with the CPU:
+    oneDNN's bf16 needs AVX-512 (BW, VL, DQ) or AMX."""
+    from covidxr.utils.env import cpu_flags
+
+    flags = cpu_flags()
+    expected = {"avx512bw", "avx512vl", "avx512dq"} <= flags or "amx_bf16" in flags
+    assert compat.onednn_bf16() is expected or not flags  # no /proc/cpuinfo: nothing to compare

@@ -329,3 +329,26 @@ def test_a_label_fraction_sweep_draws_the_curve_with_paired_tests_per_fraction(
     assert [p[0] for p in points["optimizer.lr=1e-3"]] == [20, 40]  # labeled images, ascending
     assert {t["fraction"] for t in section["data"]["paired_tests"]} == {0.5, 1.0}
     assert (tmp_path / "r" / "report_files" / "label_efficiency.png").is_file()
+
+
+def test_three_settings_get_a_friedman_test_and_rank_shares(tmp_path: Path) -> None:
+    import scipy.stats
+
+    sweep = fake_study(tmp_path)
+    for n in (0, 1):  # a third setting: copies of the first two runs, lr=1e-5
+        copy = sweep / f"third-{n}"
+        shutil.copytree(sweep / str(n), copy)
+        overrides = yaml.safe_load((copy / ".hydra" / "overrides.yaml").read_text())
+        (copy / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump(["optimizer.lr=1e-5", *overrides[1:]])
+        )
+    write_report([sweep], tmp_path / "r")
+    data = json.loads((tmp_path / "r" / "report.json").read_text())["sections"]["comparison"]
+    friedman = data["data"]["friedman"]
+    assert friedman["settings"] == 3 and friedman["blocks"] == 2
+    auroc = {s: [0.85, 0.85] for s in ("1e-3", "1e-5")} | {"1e-4": [0.7, 0.7]}
+    expected = scipy.stats.friedmanchisquare(*auroc.values())
+    assert friedman["p_value"] == pytest.approx(expected.pvalue)
+    shares = data["data"]["rank_stability"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["optimizer.lr=1e-4"] < 0.05  # the weaker setting seldom ranks first

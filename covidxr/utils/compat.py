@@ -13,6 +13,7 @@ fails there, loudly, instead of silently breaking resume, preemption or DDP insi
 | ``LightningModule._trainer`` | a hook that also runs without a Trainer attached |
 | checkpoint ``loops.fit_loop`` | how far into its epoch a mid-epoch checkpoint was written |
 | ``fit_loop.epoch_progress`` | the epoch a (resumed) run's first training loader serves |
+| ``torch.ops.mkldnn._is_mkldnn_bf16_supported`` | whether CPU bf16 convolutions run in oneDNN |
 """
 
 from __future__ import annotations
@@ -93,3 +94,14 @@ def epoch_in_progress(trainer: L.Trainer | None) -> int:
     if trainer is None:
         return 0
     return int(trainer.fit_loop.epoch_progress.current.processed)
+
+
+def onednn_bf16() -> bool:
+    """True when oneDNN runs bfloat16 convolutions on this CPU (AVX-512 or AMX): without it torch
+    falls back to its reference convolution (``aten::_slow_conv2d``), many times slower than
+    fp32. torch's own test of it is an op of the ``mkldnn`` namespace."""
+    import torch
+
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
