@@ -181,6 +181,6 @@ def test_bf16_training_on_a_cpu_without_onednn_bf16_is_one_line(
     if fast_bf16:
         options.check_precision(cfg)
     else:
-        with pytest.raises(ConfigError, match="trainer.precision=bf16-mixed on this CPU"):
+        with pytest.raises(ConfigError, match=r"trainer\.precision=bf16-mixed on this CPU"):
             options.check_precision(cfg)
     options.check_precision(compose_config("train", ["trainer=cpu"], tmp_path, data_dir))
