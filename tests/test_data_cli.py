@@ -102,3 +102,37 @@ def test_bench_options_out_of_range_are_one_line_and_exit_2(argv: list[str], cap
         bench_main(argv)
     assert exit_info.value.code == 2
     assert "give an integer >=" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_the_recipe_benchmark_holds_out_a_stratified_seeded_part(
+    phantoms: Path, tmp_path: Path
+) -> None:
+    """What neither side trains or selects on: per class in proportion, the same images on
+    every call, disjoint from what they train on."""
+    from covidxr.benchmarks.recipe import hold_out
+
+    dev, held = hold_out(phantoms, 10, tmp_path / "a")
+    again = hold_out(phantoms, 10, tmp_path / "b")[1]
+    names = {
+        c: sorted(p.name for p in (held / c / "images").iterdir()) for c in ("COVID", "Normal")
+    }
+    assert {c: len(v) for c, v in names.items()} == {"COVID": 5, "Normal": 5}
+    assert names["COVID"] == sorted(p.name for p in (again / "COVID" / "images").iterdir())
+    trained = {p.name for p in (dev / "COVID" / "images").iterdir()}
+    assert not trained & set(names["COVID"])
+    assert len(trained) + 5 == len(list((phantoms / "COVID" / "images").iterdir()))
+
+
+@pytest.mark.slow
+def test_the_recipe_benchmark_compares_both_on_the_held_out_images(
+    phantoms: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "recipe.json"
+    args = ["recipe", "--root", str(phantoms), "--seeds", "1", "--epochs", "1"]
+    assert bench.main([*args, "--image-size", "32", "--held-out", "10", "--output", str(out)]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert {"auroc", "acc", "seconds"} <= set(row["covidxr"]) == set(row["loop"])
+    assert result["time_ratio"] > 0 and "wall time covidxr / loop" in capsys.readouterr().out

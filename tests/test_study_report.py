@@ -172,7 +172,8 @@ def test_the_page_holds_every_section_and_no_patient_identifier(study: Path) -> 
     assert 90 < shift["internal_grey_mean"] < 160  # both classes' grey levels, read
     assert sections["characteristics"]["data"]["bits"] == {"train:8": 40, "val:8": 10, "test:8": 30}
     assert sections["operating_point"]["data"]["prespecified"] is True
-    assert "decision_curve" in sections["operating_point"]["data"]
+    curve = sections["operating_point"]["data"]["decision_curve"]
+    assert curve["setting"].startswith("optimizer.lr=1e-3")  # the better-discriminating setting
     assert sections["failures"]["missing"] is None  # errors listed; no checkpoint: no CAM
     assert "CC-BY-NC" in sections["model_card"]["data"]["Model details"]["weight licence"]
     assert sections["model_card"]["data"]["Machine"]["torch CPU capability"] == "AVX512"
@@ -290,7 +291,8 @@ def test_external_evaluations_join_their_runs_and_a_damaged_folder_is_one_line(
 def test_every_registry_weight_has_a_model_card_with_its_licence(tmp_path: Path) -> None:
     from covidxr.reporting.jobs import Job
     from covidxr.reporting.study.evidence import gather
-    from covidxr.reporting.study.sections import PageOptions, model_card
+    from covidxr.reporting.study.markup import PageOptions
+    from covidxr.reporting.study.model_card import model_card
     from covidxr.weights.registry import REGISTRY
 
     for key, spec in REGISTRY.items():

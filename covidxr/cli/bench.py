@@ -9,6 +9,9 @@ the share of step time spent waiting for data with 4/8/16 workers, and peak memo
 ``covidxr-bench predict --ckpt <run>/checkpoints/best.ckpt`` measures inference images/s on the
 CPU for every path (torch eager fp32, channels-last fp32 and bf16, ONNX Runtime fp32 and int8),
 model alone and end to end, with the accuracy gate's numbers; a table and JSON.
+``covidxr-bench recipe`` trains covidxr's defaults and a plain torchvision loop per seed on the
+dev set less a held-out part, and scores both on it: AUROC, accuracy, wall time, the paired
+difference over seeds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rich.console import Console
 
 from covidxr.benchmarks.inference import bench_predict
 from covidxr.benchmarks.pipeline import bench_data
+from covidxr.benchmarks.recipe import bench_recipe
 from covidxr.benchmarks.training import bench_gpu, bench_train
 from covidxr.data.loading.options import MIN_IMAGE_SIZE
 
@@ -72,8 +76,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_predict.add_argument("--batch-size", type=at_least(1), default=16)
     p_predict.add_argument("--workers", type=at_least(0), default=2, help="decoding processes (2)")
     p_predict.add_argument("--output", type=Path, default=Path("logs/bench_predict.json"))
+    p_recipe = sub.add_parser("recipe", help="covidxr's defaults against a plain loop, held out")
+    p_recipe.add_argument("--root", type=Path, default=None, help="dev set (default: real set)")
+    p_recipe.add_argument("--seeds", type=at_least(1), default=3, help="seeds 1..N (3)")
+    p_recipe.add_argument("--epochs", type=at_least(1), default=3)
+    p_recipe.add_argument("--image-size", type=at_least(MIN_IMAGE_SIZE), default=64)
+    p_recipe.add_argument("--held-out", type=at_least(2), default=600, help="X-rays held out (600)")
+    p_recipe.add_argument("--output", type=Path, default=Path("logs/bench_recipe.json"))
     args = parser.parse_args(argv)
     console = Console()
+    if args.command == "recipe":
+        seeds = range(1, args.seeds + 1)
+        bench_recipe(args.root, seeds, args.epochs, args.image_size, args.held_out, args.output,
+                     console)  # fmt: skip
+        return 0
     if args.command == "predict":
         bench_predict(
             args.ckpt,

@@ -16,8 +16,8 @@ from covidxr.reporting.jobs import find_jobs
 from covidxr.reporting.paired import PAIRED_COLUMNS
 from covidxr.reporting.paired_runs import PAIRED_METRICS, paired_tests
 from covidxr.reporting.render import plot_report, report_markdown
+from covidxr.reporting.study.markup import PageOptions
 from covidxr.reporting.study.page import write_study_page
-from covidxr.reporting.study.sections import PageOptions
 from covidxr.reporting.summary import summarize
 from covidxr.run_folder import ReportFolder
 from covidxr.utils.errors import MissingFileError

@@ -10,7 +10,7 @@ import numpy as np
 from covidxr.reporting.jobs import Job
 from covidxr.reporting.paired import Record, auroc_interval
 from covidxr.reporting.study.evidence import StudyEvidence, job_data_root
-from covidxr.reporting.study.sections import PageOptions, Section, binary, esc, number, table
+from covidxr.reporting.study.markup import PageOptions, Section, binary, esc, number, table
 from covidxr.run_folder import ReportFolder, RunFolder
 
 

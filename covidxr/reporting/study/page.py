@@ -16,10 +16,12 @@ import jinja2
 import numpy as np
 
 from covidxr.reporting.jobs import Job
-from covidxr.reporting.study import sections as s
+from covidxr.reporting.study import data_sections, performance, validity
 from covidxr.reporting.study.checklists import AUTHOR, CHECKLISTS, FILLED, PARTLY, checklist_rows
 from covidxr.reporting.study.evidence import gather
 from covidxr.reporting.study.failures import failure_gallery
+from covidxr.reporting.study.markup import PageOptions, Section
+from covidxr.reporting.study.model_card import model_card
 from covidxr.run_folder import ReportFolder
 from covidxr.utils.io import atomic_write
 
@@ -60,7 +62,7 @@ img{max-width:100%;border:1px solid #ddd}nav a{margin-right:.8em}
 
 
 def write_study_page(
-    jobs: list[Job], opts: s.PageOptions, rows: Sequence[Mapping], tests: Sequence[Mapping]
+    jobs: list[Job], opts: PageOptions, rows: Sequence[Mapping], tests: Sequence[Mapping]
 ) -> dict[str, Path]:
     """Every section for ``jobs`` (``rows``/``tests``: the comparison already computed),
     written as ``report.html``, ``report.json`` and ``checklist_*.csv``."""
@@ -68,16 +70,16 @@ def write_study_page(
     report = ReportFolder(opts.output)
     report.page_files.mkdir(parents=True, exist_ok=True)
     built = [
-        s.flow(evidence, opts),
-        s.characteristics(evidence, opts),
-        s.comparison(evidence, opts, rows, tests),
-        s.curves(evidence, opts),
-        s.operating(evidence, opts),
-        s.subgroups(evidence, opts),
+        data_sections.flow(evidence, opts),
+        data_sections.characteristics(evidence, opts),
+        performance.comparison(evidence, opts, rows, tests),
+        performance.curves(evidence, opts),
+        performance.operating(evidence, opts),
+        validity.subgroups(evidence, opts),
         failure_gallery(evidence, opts),
-        s.external(evidence, opts),
-        s.label_efficiency(evidence, opts),
-        s.model_card(evidence, opts),
+        validity.external(evidence, opts),
+        performance.label_efficiency(evidence, opts),
+        model_card(evidence, opts),
     ]
     present = {sec.key: sec.missing is None for sec in built}
     written: dict[str, Path] = {}
@@ -118,7 +120,7 @@ def write_study_page(
     return written
 
 
-def _markup(section: s.Section) -> dict:
+def _markup(section: Section) -> dict:
     """A section for the template: its HTML is built escaped, so it is marked safe here."""
     return {"key": section.key, "title": section.title, "missing": section.missing,
             "html": jinja2.utils.markupsafe.Markup(section.html)}  # fmt: skip
