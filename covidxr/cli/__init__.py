@@ -12,10 +12,9 @@ from collections.abc import Callable, Sequence
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 from covidxr.paths import CONF_DIR
-from covidxr.utils.config import RESOLVERS
+from covidxr.utils.config import register_resolvers
 from covidxr.utils.errors import exit_with_user_error, report_user_errors
 from covidxr.weights.registry import REGISTRY, study_keys
 
@@ -29,14 +28,12 @@ def _form_suffix(fmt: str) -> str:
 
 def register_configs() -> None:
     """Resolvers, and one ``backbone/<key>`` config per registry entry (idempotent)."""
-    resolvers = {
-        **RESOLVERS,
-        "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
-        "form_suffix": _form_suffix,  # covidxr-export's default output name
-    }
-    for name, function in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, function, use_cache=name == "uid")
+    register_resolvers(
+        {
+            "study_backbones": lambda: ",".join(study_keys()),  # the paper_table sweep
+            "form_suffix": _form_suffix,  # covidxr-export's default output name
+        }
+    )
     store = ConfigStore.instance()
     for spec in REGISTRY.values():
         store.store(group="backbone", name=spec.key, node=spec.config())

@@ -110,3 +110,13 @@ RESOLVERS = {
     # ${job_cpus:${data.num_workers}}: a job's loader workers + 1, at most what this machine has
     "job_cpus": lambda workers: min(int(workers) + 1, available_cpus()),
 }
+
+
+def register_resolvers(extra: Mapping[str, Any] | None = None) -> None:
+    """Register ``RESOLVERS`` (and ``extra``) with OmegaConf once: the entry points before they
+    compose, a report before it resolves a run's saved config."""
+    from omegaconf import OmegaConf
+
+    for name, function in {**RESOLVERS, **(extra or {})}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function, use_cache=name == "uid")
