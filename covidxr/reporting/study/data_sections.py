@@ -120,7 +120,7 @@ def read_headers(ev: StudyEvidence) -> dict[str, tuple[int, int, int]]:
     the images are not on this machine."""
     from covidxr.data.formats.decode import image_header
 
-    root = ev.data_root()
+    root = ev.root
     if root is None or not ev.split or not (root / ev.split[0]["path"]).is_file():
         return {}
     headers = {}

@@ -32,6 +32,8 @@ class StudyEvidence:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the folder the first finished run's images were under, when this machine can tell
+    root: Path | None = None
 
     @property
     def done(self) -> list[Job]:
@@ -62,9 +64,6 @@ class StudyEvidence:
                 return list(record.classes)
         return []
 
-    def data_root(self) -> Path | None:
-        return job_data_root(self.first) if self.first else None
-
 
 def gather(jobs: list[Job]) -> StudyEvidence:
     """Read the records of ``jobs``; a run whose records cannot be read is one line."""
@@ -86,12 +85,10 @@ def gather(jobs: list[Job]) -> StudyEvidence:
         evidence.split = read_rows(run.split)
         evidence.unreadable = read_rows(run.unreadable)
         data = first.config.get("data") or {}
-        manifest = (read_job_record(first).get("data") or {}).get("manifest") or resolved(
-            first.config, "data.manifest"
-        )
+        evidence.root, manifest = job_data_paths(first)
         if manifest:
             try:
-                columns = read_manifest(manifest, evidence.data_root()).columns
+                columns = read_manifest(manifest, evidence.root).columns
                 evidence.columns = {p: dict(c) for p, c in columns.items()}
             except UserError as exc:
                 evidence.notes.append(f"manifest columns not shown: {exc}")
@@ -124,24 +121,22 @@ def resolved(config: dict, key: str) -> Any:
     (``data.root: ${paths.data_dir}/...``), or None where they cannot be outside that run."""
     from omegaconf import OmegaConf
 
-    from covidxr.utils.config import RESOLVERS
+    from covidxr.utils.config import register_resolvers
 
-    for name, function in RESOLVERS.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, function, use_cache=name == "uid")
+    register_resolvers()
     try:
         return OmegaConf.select(OmegaConf.create(config), key, throw_on_resolution_failure=True)
     except Exception:
         return None
 
 
-def job_data_root(job: Job) -> Path | None:
-    """The folder a run's images were under: ``data.root``, else its manifest's folder (as the
-    run recorded them resolved in ``job.json``, else resolved from its config)."""
+def job_data_paths(job: Job) -> tuple[Path | None, str | None]:
+    """The folder a run's images were under (``data.root``, else its manifest's folder) and its
+    manifest, as the run recorded them resolved in ``job.json``, else resolved from its config;
+    None for what this machine cannot tell."""
     recorded = read_job_record(job).get("data") or {}
     root = recorded.get("root") or resolved(job.config, "data.root")
     manifest = recorded.get("manifest") or resolved(job.config, "data.manifest")
-    try:
-        return data_root({"root": root, "manifest": manifest})
-    except (KeyError, TypeError):
-        return None
+    if root is None and manifest is None:
+        return None, None
+    return data_root({"root": root, "manifest": manifest}), manifest

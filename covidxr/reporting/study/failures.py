@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from covidxr.reporting.jobs import Job
-from covidxr.reporting.paired import Record, auroc_interval
-from covidxr.reporting.study.evidence import StudyEvidence, job_data_root
+from covidxr.reporting.paired import Record
+from covidxr.reporting.study.evidence import StudyEvidence, job_data_paths
 from covidxr.reporting.study.markup import PageOptions, Section, binary, esc, number, table
+from covidxr.reporting.study.performance import best_run
 from covidxr.run_folder import ReportFolder, RunFolder
 
 
@@ -26,20 +27,11 @@ def most_confident_errors(scores: np.ndarray, positive: np.ndarray, k: int) -> d
 
 def failure_gallery(ev: StudyEvidence, opts: PageOptions) -> Section:
     section = Section("failures", "Failures")
-    best = None
-    for s in ev.settings:
-        for job in ev.runs_of(s)[:1]:
-            record = ev.record(job, opts.stage)
-            if record is None:
-                continue
-            scores, positive = binary(record)
-            auc = auroc_interval(positive, scores)[0]
-            if best is None or auc > best[0]:
-                best = (auc, s, job, record)
+    best = best_run(ev, opts.stage)
     if best is None:
         section.missing = f"No predictions_{opts.stage}.csv in the runs: no failure analysis."
         return section
-    _, setting, job, record = best
+    setting, job, record = best
     scores, positive = binary(record)
     errors = most_confident_errors(scores, positive, opts.failures)
     chosen = [(kind, i) for kind, idx in errors.items() for i in idx]
@@ -88,7 +80,7 @@ def cam_gallery(
     checkpoint = RunFolder(job.path).best_checkpoint
     if not checkpoint.is_file():
         return f"No Grad-CAM: {checkpoint} is not there (thumbnails need the run's checkpoint)."
-    root = job_data_root(job)
+    root = job_data_paths(job)[0]
     if root is None:
         return "No Grad-CAM: the run's config names no data root this machine can resolve."
     relative = [record.paths[i] for _, i in chosen]

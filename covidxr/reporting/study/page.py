@@ -77,7 +77,7 @@ def write_study_page(
         performance.operating(evidence, opts),
         validity.subgroups(evidence, opts),
         failure_gallery(evidence, opts),
-        validity.external(evidence, opts),
+        validity.external(evidence, opts, rows),
         performance.label_efficiency(evidence, opts),
         model_card(evidence, opts),
     ]

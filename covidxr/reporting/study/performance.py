@@ -11,6 +11,7 @@ import numpy as np
 import scipy.stats
 
 from covidxr.reporting.intervals import metric_samples, stratified_resamples, t_interval
+from covidxr.reporting.jobs import Job
 from covidxr.reporting.paired import Record, auroc_interval
 from covidxr.reporting.study import figures
 from covidxr.reporting.study.clinical import (
@@ -139,15 +140,32 @@ def friedman_test(ev: StudyEvidence, opts: PageOptions) -> dict[str, float] | No
             "blocks": len(blocks), "settings": len(by_setting)}  # fmt: skip
 
 
-def curve_records(ev: StudyEvidence, stage: str) -> list[tuple[str, Record]]:
-    """Each setting's first run (lowest seed) on ``stage``."""
+def first_runs(ev: StudyEvidence, stage: str) -> list[tuple[str, Job, Record]]:
+    """Each setting's first run (lowest seed) with predictions on ``stage``: setting, run,
+    record."""
     out = []
     for s in ev.settings:
         for job in ev.runs_of(s):
             if (record := ev.record(job, stage)) is not None:
-                out.append((f"{s} (seed {job.seed})", record))
+                out.append((s, job, record))
                 break
     return out
+
+
+def curve_records(ev: StudyEvidence, stage: str) -> list[tuple[str, Record]]:
+    """Each setting's first run on ``stage``, labelled ``<setting> (seed <n>)``."""
+    return [(f"{s} (seed {job.seed})", record) for s, job, record in first_runs(ev, stage)]
+
+
+def best_run(ev: StudyEvidence, stage: str) -> tuple[str, Job, Record] | None:
+    """Of the settings' first runs, the one with the highest AUROC on ``stage`` (the first of
+    equals; an undefined AUROC ranks last)."""
+
+    def auroc(run: tuple[str, Job, Record]) -> float:
+        value = auroc_interval(*binary(run[2])[::-1])[0]
+        return -math.inf if math.isnan(value) else value
+
+    return max(first_runs(ev, stage), key=auroc, default=None)
 
 
 def curves(ev: StudyEvidence, opts: PageOptions) -> Section:
@@ -211,7 +229,8 @@ def operating(ev: StudyEvidence, opts: PageOptions) -> Section:
     body.append(table(["split", "setting", "sensitivity [Wilson 95%]", "specificity [Wilson 95%]",
                        "PPV", "NPV"], rows))  # fmt: skip
     if opts.prevalence is not None:  # of the setting that discriminates best
-        label, best = max(records, key=lambda lr: auroc_interval(*binary(lr[1])[::-1])[0])
+        setting, job, best = best_run(ev, opts.stage)
+        label = f"{setting} (seed {job.seed})"
         scores, positive = binary(best)
         curve = net_benefit(scores, positive, np.linspace(0.01, 0.6, 60), opts.prevalence)
         section.figures.append(
@@ -270,10 +289,9 @@ def label_efficiency(ev: StudyEvidence, opts: PageOptions) -> Section:
     rows, tests = [], []
     for fraction in sorted({f for v in by_line.values() for f in v}):
         jobs = [j for j in ev.done if float(j.override(option)) == fraction]
-        rows += [[fraction, r["setting"], r["runs"], _percent(r, "auroc")]
-                 for r in summarize(jobs, opts.stage)]  # fmt: skip
+        summary = summarize(jobs, opts.stage)
+        rows += [[fraction, r["setting"], r["runs"], _percent(r, "auroc")] for r in summary]
         if len({j.override(k) for j in jobs for k in others}) > 1:
-            summary = summarize(jobs, opts.stage)
             tests += [t | {"fraction": fraction} for t in paired_tests(jobs, summary, opts.stage)]
     section.html = table([option, "setting", "runs", f"{opts.stage} AUROC %"], rows)
     if tests:

@@ -4,6 +4,7 @@ validation with the dataset shift, and the shortcut check."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def subgroups(ev: StudyEvidence, opts: PageOptions) -> Section:
     return section
 
 
-def external(ev: StudyEvidence, opts: PageOptions) -> Section:
+def external(ev: StudyEvidence, opts: PageOptions, rows: Sequence[Mapping]) -> Section:
+    """``rows``: the comparison's rows (``summarize``), which the shortcut check reads."""
     section = Section("external", "External validation and shortcuts")
     pairs = []
     for s in ev.settings:
@@ -90,7 +92,7 @@ def external(ev: StudyEvidence, opts: PageOptions) -> Section:
         body.append(table(["setting", f"{opts.stage} AUROC", "external AUROC",
                            "drop [bootstrap 95%]"], rows))  # fmt: skip
         job = next(j for j in ev.done if ev.record(j, "external") is not None)
-        shift = dataset_shift(pairs[0][1], pairs[0][2], ev.data_root(), job.external_root)
+        shift = dataset_shift(pairs[0][1], pairs[0][2], ev.root, job.external_root)
         data["shift"] = shift
         body.append(
             f"<p>Dataset shift: positive share {shift['internal_positive']:.1%} internal "
@@ -119,7 +121,7 @@ def external(ev: StudyEvidence, opts: PageOptions) -> Section:
             "<p>No external evaluation in these runs (<code>covidxr-eval "
             "ckpt_path=... external=FOLDER</code>, then give its folder too).</p>"
         )
-    shortcut = shortcut_check(_rows_for_shortcut(ev, opts.stage), ev.jobs)
+    shortcut = shortcut_check(rows, ev.jobs)
     if shortcut:
         text = "\n".join(shortcut)
         data["shortcut"] = text
@@ -137,12 +139,6 @@ def external(ev: StudyEvidence, opts: PageOptions) -> Section:
         section.missing = "No external evaluation and no shortcut check in these runs."
     section.html, section.data = "".join(body), data
     return section
-
-
-def _rows_for_shortcut(ev: StudyEvidence, stage: str) -> list[dict]:
-    from covidxr.reporting.summary import summarize
-
-    return summarize(ev.jobs, stage)
 
 
 def auroc_drop(internal: Record, outside: Record, resamples: int) -> dict[str, float]:
