@@ -86,6 +86,21 @@ class RunFolder:
         return self.path / "fit.json"
 
     @property
+    def trunk(self) -> Path:
+        """covidxr-pretrain's trunk: a torchvision ResNet50 state_dict without ``fc``."""
+        return self.path / "trunk.pth"
+
+    @property
+    def passport(self) -> Path:
+        """The trunk's passport (method, images, input size, mean/std, start weight, licence)."""
+        return self.path / "trunk.json"
+
+    @property
+    def pretrain_images(self) -> Path:
+        """Every image covidxr-pretrain learned from, relative to its root."""
+        return self.path / "pretrain_images.csv"
+
+    @property
     def metrics(self) -> Path:
         """The final metrics, flat keys (``test/acc``)."""
         return self.path / "metrics.json"

@@ -25,6 +25,7 @@ LAYERS = {
     "models": 2,
     "inference": 3,
     "reporting": 4,  # a report may score a model in any of its forms
+    "pretraining": 4,  # makes weights: lists inputs as inference does, trains a trunk
     "benchmarks": 5,
     "cli": 6,
 }

@@ -23,7 +23,7 @@ from covidxr.data.formats.layout import find_layout
 from covidxr.data.splitting.splits import seeded_order
 from covidxr.reporting.intervals import t_interval
 from covidxr.reporting.paired import auroc_interval
-from covidxr.utils.env import real_data_dir
+from covidxr.utils.env import machine_record, real_data_dir
 
 #: The held-out images are picked with this seed, whatever the seeds of the runs.
 HOLD_OUT_SEED = 20261207
@@ -61,12 +61,16 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def run_covidxr(dev: Path, held_out: Path, work: Path, seed: int, epochs: int, size: int) -> dict:
+def run_covidxr(
+    dev: Path, held_out: Path, work: Path, seed: int, epochs: int, size: int,
+    overrides: Sequence[str] = (),
+) -> dict:  # fmt: skip
+    """covidxr-train's defaults (plus ``overrides``: a candidate recipe) scored on ``held_out``."""
     run = work / f"covidxr-seed{seed}"
     seconds = _timed([_tool("covidxr-train"), "data=radiography", f"data.root={dev}",
                       f"data.image_size={size}", "trainer=cpu", f"trainer.max_epochs={epochs}",
-                      f"seed={seed}", f"hydra.run.dir={run}", "callbacks.rich_progress_bar=null"],
-                     work / f"covidxr-seed{seed}.log")  # fmt: skip
+                      f"seed={seed}", f"hydra.run.dir={run}", "callbacks.rich_progress_bar=null",
+                      *overrides], work / f"covidxr-seed{seed}.log")  # fmt: skip
     scored = work / f"covidxr-eval-seed{seed}"
     _timed(
         [
@@ -92,26 +96,47 @@ def run_loop(dev: Path, held_out: Path, work: Path, seed: int, epochs: int, size
     return {"auroc": auroc, "acc": float(((scores >= 0.5) == positive).mean()), "seconds": seconds}
 
 
+def earlier_loop(path: Path | None, epochs: int, size: int, held_out: int) -> dict[int, dict]:
+    """The plain loop's rows of an earlier run of this benchmark at the same budget
+    (``--loop-from``): trying a candidate recipe then costs covidxr's runs only."""
+    if path is None:
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        budget = (earlier["epochs"], earlier["image_size"], earlier["held_out"])
+        rows = {int(r["seed"]): r["loop"] for r in earlier["rows"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        problem = f"error: --loop-from {path}: not a recipe benchmark's JSON ({err})"
+        raise SystemExit(problem) from None
+    if budget != (epochs, size, held_out):
+        raise SystemExit(f"error: --loop-from {path} ran {budget[0]} epochs at {budget[1]} px "
+                         f"with {budget[2]} held out: give the same --epochs, --image-size "
+                         "and --held-out")  # fmt: skip
+    return rows
+
+
 def bench_recipe(
     root: Path | None, seeds: Sequence[int], epochs: int, size: int, held_out: int,
-    output: Path, console: Console,
+    output: Path, console: Console, overrides: Sequence[str] = (), loop_from: Path | None = None,
 ) -> dict:  # fmt: skip
     root = root or real_data_dir()
     if root is None:
         raise SystemExit("error: give --root (the real X-rays; COVIDXR_REAL_DATA is not set)")
+    reused = earlier_loop(loop_from, epochs, size, held_out)
     rows = []
     with tempfile.TemporaryDirectory(prefix="covidxr-recipe-") as tmp:
         work = Path(tmp)
         dev, scored = hold_out(Path(root), held_out, work)
         for seed in seeds:
-            ours = run_covidxr(dev, scored, work, seed, epochs, size)
-            loop = run_loop(dev, scored, work, seed, epochs, size)
+            ours = run_covidxr(dev, scored, work, seed, epochs, size, overrides)
+            loop = reused.get(seed) or run_loop(dev, scored, work, seed, epochs, size)
             rows.append({"seed": seed, "covidxr": ours, "loop": loop})
             console.print(f"seed {seed}: covidxr {ours}, loop {loop}", highlight=False)
     diff = [r["covidxr"]["auroc"] - r["loop"]["auroc"] for r in rows]
     mean, low, high = t_interval(diff)
     ratio = sum(r["covidxr"]["seconds"] for r in rows) / sum(r["loop"]["seconds"] for r in rows)
     summary = {"epochs": epochs, "image_size": size, "held_out": held_out, "rows": rows,
+               "overrides": list(overrides), "machine": machine_record(),
                "auroc_difference": {"mean": mean, "ci_low": low, "ci_high": high},
                "time_ratio": ratio}  # fmt: skip
     table = Table(title=f"covidxr defaults against a plain loop ({epochs} epochs, {size} px, "

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from covidxr.paths import CONF_DIR
 from covidxr.utils.config import register_resolvers
 from covidxr.utils.errors import exit_with_user_error, report_user_errors
+from covidxr.weights.local import local_specs
 from covidxr.weights.registry import REGISTRY, study_keys
 
 
@@ -35,12 +36,12 @@ def register_configs() -> None:
         }
     )
     store = ConfigStore.instance()
-    for spec in REGISTRY.values():
+    for spec in (*REGISTRY.values(), *local_specs()):  # local: the trunks covidxr-pretrain made
         store.store(group="backbone", name=spec.key, node=spec.config())
 
 
 #: ``group=choice`` (also ``+group=a,b`` in a sweep): the overrides that pick a config file.
-_CHOICE = re.compile(r"^\+{0,2}(?P<group>[A-Za-z_]+)=(?P<value>[A-Za-z0-9_.,-]+)$")
+_CHOICE = re.compile(r"^\+{0,2}(?P<group>[A-Za-z_]+)=(?P<value>[A-Za-z0-9_.,:-]+)$")
 
 
 def group_choices(group: str) -> list[str]:

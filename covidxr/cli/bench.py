@@ -83,12 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_recipe.add_argument("--image-size", type=at_least(MIN_IMAGE_SIZE), default=64)
     p_recipe.add_argument("--held-out", type=at_least(2), default=600, help="X-rays held out (600)")
     p_recipe.add_argument("--output", type=Path, default=Path("logs/bench_recipe.json"))
+    p_recipe.add_argument(
+        "--loop-from",
+        type=Path,
+        default=None,
+        help="reuse the plain loop's rows of an earlier --output (same budget)",
+    )
+    p_recipe.add_argument(
+        "overrides",
+        nargs="*",
+        help="covidxr-train overrides: a candidate recipe (e.g. augment=none)",
+    )
     args = parser.parse_args(argv)
     console = Console()
     if args.command == "recipe":
         seeds = range(1, args.seeds + 1)
         bench_recipe(args.root, seeds, args.epochs, args.image_size, args.held_out, args.output,
-                     console)  # fmt: skip
+                     console, args.overrides, args.loop_from)  # fmt: skip
         return 0
     if args.command == "predict":
         bench_predict(

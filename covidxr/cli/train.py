@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from covidxr.cli import hydra_app, register_configs
@@ -28,19 +26,18 @@ from covidxr.utils.errors import ConfigError
 from covidxr.utils.io import check_checkpoint, read_json, write_json
 from covidxr.utils.runner import (
     build_trainer,
-    claim_run_folder,
-    job_folder,
+    check_resume,
+    claim_this_folder,
+    fit_or_stop,
     log_hyperparameters,
     output_dir,
+    resume_automatically,
     route_ddp_children_to_this_job,
     task_wrapper,
 )
-from covidxr.utils.signals import Stopped
-from covidxr.utils.validate import check_option, check_required, one_of
+from covidxr.utils.validate import check_required
 
 log = logging.getLogger(__name__)
-#: ``resume``: never, or ``auto`` (a job started again in its run folder continues from last.ckpt)
-RESUME_CHOICES = ("never", "auto")
 
 
 def check_train(cfg: DictConfig) -> None:
@@ -52,18 +49,7 @@ def check_train(cfg: DictConfig) -> None:
         )
     check_loader(cfg)
     check_training(cfg)
-    check_option(cfg, "resume", one_of(RESUME_CHOICES), f"choose one of {list(RESUME_CHOICES)}")
-
-
-def claim_this_folder(cfg: DictConfig) -> None:
-    """The run folder is this job's (rank 0 of a job launched by Hydra; DDP children join)."""
-    folder = job_folder()
-    if folder is not None:
-        overrides = list(HydraConfig.get().overrides.task)
-        # where the images are, resolved: reports read it on machines without this Hydra run
-        data = {k: cfg.data.get(k) for k in ("root", "manifest")}
-        record = {"data": {k: None if v is None else str(v) for k, v in data.items()}}
-        claim_run_folder(folder, overrides, bool(cfg.get("overwrite", False)), record)
+    check_resume(cfg)
 
 
 def finished_run(cfg: DictConfig) -> dict[str, float] | None:
@@ -74,18 +60,6 @@ def finished_run(cfg: DictConfig) -> dict[str, float] | None:
         return None
     log.info("resume=auto: %s finished already; returning its recorded metrics", metrics.parent)
     return read_json(metrics)
-
-
-def resume_automatically(cfg: DictConfig) -> None:
-    """``resume=auto``: a job started again in a run folder that has ``checkpoints/last.ckpt``
-    (a preempted or requeued job) resumes from it."""
-    if cfg.get("resume", "never") != "auto" or cfg.get("ckpt_path"):
-        return
-    last = RunFolder(output_dir()).last_checkpoint
-    if last.is_file():
-        with open_dict(cfg):
-            cfg.ckpt_path = str(last)
-        log.info("resume=auto: resuming from %s", last)
 
 
 def reuse_split_when_resuming(cfg: DictConfig) -> None:
@@ -110,13 +84,7 @@ def fit(
 ) -> tuple[dict[str, float], str]:
     """Fit; record what it ended with (``fit.json``), so a job stopped later tests without
     fitting again. ``(metrics, best checkpoint or "")``."""
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SIGTERMException:
-        raise Stopped(
-            f"Stopped by a signal in epoch {trainer.current_epoch + 1}; "
-            f"{RunFolder(output_dir()).last_checkpoint} holds this step."
-        ) from None
+    fit_or_stop(trainer, model, datamodule, ckpt_path)
     metrics = to_floats(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if trainer.is_global_zero:

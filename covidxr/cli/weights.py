@@ -12,8 +12,16 @@ from rich.table import Table
 from covidxr.models.backbone import resnet50_trunk
 from covidxr.utils.env import weights_dir
 from covidxr.weights.adapters import load_weights_file
-from covidxr.weights.registry import REGISTRY, WeightsError, downloadable_keys, get_spec
-from covidxr.weights.store import cached_path, fetch, import_file, read_lock, verify_cached
+from covidxr.weights.local import PREFIX, find_spec, local_specs
+from covidxr.weights.registry import REGISTRY, WeightsError, downloadable_keys
+from covidxr.weights.store import (
+    cached_path,
+    fetch,
+    import_file,
+    install_local,
+    read_lock,
+    verify_cached,
+)
 
 
 def list_weights(console: Console) -> int:
@@ -22,8 +30,10 @@ def list_weights(console: Console) -> int:
     table.add_column("key", no_wrap=True)  # what users type: never cut
     for column in ("name", "in study", "source", "licence", "download", "cached"):
         table.add_column(column)
-    for spec in REGISTRY.values():
-        if spec.file_name is None:
+    for spec in (*REGISTRY.values(), *local_specs()):
+        if spec.key.startswith(PREFIX):
+            download, state = "covidxr-pretrain", "[green]yes[/green]"
+        elif spec.file_name is None:
             download, state = "no file" if not spec.loads_file else "backbone.path", "-"
         else:
             download = "auto" if spec.downloadable else "manual"
@@ -39,7 +49,7 @@ def list_weights(console: Console) -> int:
 
 def verify(key: str, file: Path | None, console: Console) -> int:
     """Load the file with the key's adapter into a ResNet50 trunk; every tensor must fit."""
-    spec = get_spec(key)
+    spec = find_spec(key)
     if not spec.loads_file:
         raise WeightsError(f"backbone={key} loads no file: there is nothing to verify.")
     if file is None and spec.requires_path:
@@ -83,8 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_weights(console)
         if args.command == "verify":
             return verify(args.key, args.file, console)
+        if args.command == "import" and args.key.startswith(PREFIX):
+            # a trunk covidxr-pretrain made elsewhere, its passport beside it
+            path = install_local(args.key.removeprefix(PREFIX), args.file)
+            console.print(f"Imported {args.file} as {args.key}: {path}", highlight=False)
+            return 0
         if args.command == "import":
-            spec = get_spec(args.key)
+            spec = find_spec(args.key)
             if spec.file_name is None:
                 raise WeightsError(f"backbone={args.key} has no cache entry to import into.")
             # refuse files that do not fit

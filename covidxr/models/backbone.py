@@ -8,7 +8,8 @@ from torch import nn
 from torchvision.models import resnet50
 
 from covidxr.weights.adapters import load_weights_file
-from covidxr.weights.registry import WeightsError, get_spec
+from covidxr.weights.local import find_spec
+from covidxr.weights.registry import WeightsError
 
 #: Features a ResNet50 trunk hands to the head.
 NUM_FEATURES = 2048
@@ -28,7 +29,7 @@ def build_backbone(key: str = "random", path: str | os.PathLike | None = None, *
     file, downloaded first where the publisher allows it. Other config fields (mean, std) are
     the model's preprocessing, not the trunk's.
     """
-    spec = get_spec(key)
+    spec = find_spec(key)
     trunk = resnet50_trunk()
     if not spec.loads_file:
         return trunk

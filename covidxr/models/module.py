@@ -24,6 +24,7 @@ from covidxr.models.heads import build_head
 from covidxr.models.metrics import build_metrics, mark_undefined, metric_inputs
 from covidxr.models.predictions import Predictions, PredictionStore
 from covidxr.models.preprocessing import THRESHOLD_KEY, Preprocessing, positive_index
+from covidxr.models.schedulers import optimizer_config
 from covidxr.models.tta import View, averaged
 from covidxr.utils.compat import attached_trainer
 from covidxr.utils.config import to_builtin
@@ -334,14 +335,4 @@ class XRayClassifier(LightningModule):
         if self.optimizer_factory is None:
             raise ValueError("No optimizer configured: set model.optimizer (see conf/optimizer/).")
         optimizer = self.optimizer_factory(params=self.parameter_groups())
-        config = self.scheduler_config
-        if not config or config.get("scheduler") is None:
-            return {"optimizer": optimizer}
-        scheduler = {
-            "scheduler": config["scheduler"](optimizer=optimizer),
-            "interval": config.get("interval", "epoch"),
-            "frequency": config.get("frequency", 1),
-        }
-        if config.get("monitor"):
-            scheduler["monitor"] = config["monitor"]
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizer_config(optimizer, self.scheduler_config)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
@@ -24,3 +27,19 @@ def warmup_cosine(
         return cosine
     warmup = LinearLR(optimizer, 1 / (warmup_epochs + 1), 1.0, total_iters=warmup_epochs)
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])
+
+
+def optimizer_config(optimizer: Optimizer, scheduler: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What ``configure_optimizers`` returns for ``optimizer`` and a ``scheduler`` config group
+    entry (``scheduler``: a partial taking the optimizer; ``interval``, ``frequency``,
+    ``monitor``)."""
+    if not scheduler or scheduler.get("scheduler") is None:
+        return {"optimizer": optimizer}
+    config = {
+        "scheduler": scheduler["scheduler"](optimizer=optimizer),
+        "interval": scheduler.get("interval", "epoch"),
+        "frequency": scheduler.get("frequency", 1),
+    }
+    if scheduler.get("monitor"):
+        config["monitor"] = scheduler["monitor"]
+    return {"optimizer": optimizer, "lr_scheduler": config}

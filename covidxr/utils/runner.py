@@ -22,7 +22,8 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from covidxr.run_folder import RunFolder
 from covidxr.utils import locks
@@ -36,6 +37,7 @@ from covidxr.utils.errors import (
 )
 from covidxr.utils.io import read_json, write_json
 from covidxr.utils.signals import Stopped, stop_on_signals
+from covidxr.utils.validate import check_option, one_of
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,51 @@ def claim_run_folder(
         run.job, {"settings": job_settings(overrides), "machine": machine_record(), **record}
     )
     run.failed.unlink(missing_ok=True)  # an earlier attempt's error; this one starts afresh
+
+
+#: ``resume``: never, or ``auto`` (a job started again in its run folder continues from last.ckpt)
+RESUME_CHOICES = ("never", "auto")
+
+
+def check_resume(cfg: DictConfig) -> None:
+    check_option(cfg, "resume", one_of(RESUME_CHOICES), f"choose one of {list(RESUME_CHOICES)}")
+
+
+def claim_this_folder(cfg: DictConfig) -> None:
+    """The run folder is this job's (rank 0 of a job launched by Hydra; DDP children join)."""
+    folder = job_folder()
+    if folder is not None:
+        overrides = list(HydraConfig.get().overrides.task)
+        # where the images are, resolved: reports read it on machines without this Hydra run
+        data = {k: cfg.data.get(k) for k in ("root", "manifest")}
+        record = {"data": {k: None if v is None else str(v) for k, v in data.items()}}
+        claim_run_folder(folder, overrides, bool(cfg.get("overwrite", False)), record)
+
+
+def resume_automatically(cfg: DictConfig) -> None:
+    """``resume=auto``: a job started again in a run folder that has ``checkpoints/last.ckpt``
+    (a preempted or requeued job) resumes from it."""
+    if cfg.get("resume", "never") != "auto" or cfg.get("ckpt_path"):
+        return
+    last = RunFolder(output_dir()).last_checkpoint
+    if last.is_file():
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+        log.info("resume=auto: resuming from %s", last)
+
+
+def fit_or_stop(
+    trainer: Trainer, model: LightningModule, datamodule: Any, ckpt_path: str | None
+) -> None:
+    """``trainer.fit``; stopped by a signal (``Preemption`` wrote ``last.ckpt``), ``Stopped``:
+    exit 143, and the same command continues."""
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        raise Stopped(
+            f"Stopped by a signal in epoch {trainer.current_epoch + 1}; "
+            f"{RunFolder(output_dir()).last_checkpoint} holds this step."
+        ) from None
 
 
 def other_settings(folder: Path, overrides: list[str]) -> str | None:

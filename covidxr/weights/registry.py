@@ -335,6 +335,8 @@ REGISTRY: dict[str, WeightSpec] = {spec.key: spec for spec in SPECS}
 
 
 def get_spec(key: str) -> WeightSpec:
+    """A publisher's entry (``covidxr.weights.local.find_spec`` also knows the weights made
+    here)."""
     if key not in REGISTRY:
         raise WeightsError(f"Unknown backbone {key!r}: choose one of {list(REGISTRY)}.")
     return REGISTRY[key]

@@ -30,7 +30,15 @@ from rich.progress import (
 
 from covidxr.utils.env import download_timeout, weights_dir
 from covidxr.utils.io import atomic_path, write_json
-from covidxr.weights.registry import WeightsError, WeightSpec, get_spec
+from covidxr.weights.local import (
+    check_name,
+    find_spec,
+    local_file,
+    passport_file,
+    read_passport,
+    spec_from_passport,
+)
+from covidxr.weights.registry import WeightsError, WeightSpec
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "weights.lock.json"
@@ -117,7 +125,7 @@ def _stream(url: str, dest, on_chunk: Callable[[int, int | None], None]) -> None
 
 def fetch(key: str, force: bool = False) -> Path:
     """Download ``key`` into the cache (with a progress bar) unless it is there; return its path."""
-    spec = get_spec(key)
+    spec = find_spec(key)
     path = cached_path(spec)
     if path.is_file() and not force:
         return verify_cached(spec)
@@ -163,7 +171,7 @@ def fetch(key: str, force: bool = False) -> Path:
 
 def import_file(key: str, source: str | os.PathLike) -> Path:
     """Copy a manually downloaded file into the cache and record it (after ``verify`` passes)."""
-    spec = get_spec(key)
+    spec = find_spec(key)
     source = Path(source).expanduser()
     if not source.is_file():
         raise WeightsError(f"{source} does not exist: give the downloaded {spec.file_name}.")
@@ -180,3 +188,32 @@ def import_file(key: str, source: str | os.PathLike) -> Path:
         ) from exc
     record(spec, digests["sha256"], f"imported from {source}")
     return path
+
+
+def install_local(name: str, trunk: Path, overwrite: bool = False) -> Path:
+    """Copy ``trunk`` and its passport into the cache as ``local:<name>`` and record its hash.
+
+    A name already taken by another trunk is refused unless ``overwrite``: a study that trained
+    from ``local:<name>`` must not find other weights under it later."""
+    check_name(name)
+    passport = read_passport(passport_file(trunk))
+    digest = file_digests(trunk)["sha256"]
+    if digest != passport["sha256"]:
+        raise WeightsError(
+            f"{trunk} is not the trunk its passport describes (sha256 {digest[:16]}..., the "
+            f"passport says {str(passport['sha256'])[:16]}...)."
+        )
+    target = local_file(name)
+    if target.is_file() and not overwrite:
+        taken = read_passport(passport_file(target))
+        if taken["sha256"] != digest:
+            raise WeightsError(
+                f"local:{name} exists already (made by {taken.get('run', '?')}): choose another "
+                f"name, or replace it with replace_weight=true."
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(trunk, tmp)
+    write_json(passport_file(target), {**passport, "name": name})
+    record(spec_from_passport(name, passport), digest, f"made by covidxr-pretrain: {trunk}")
+    return target
