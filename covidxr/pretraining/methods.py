@@ -64,12 +64,20 @@ class MomentumMethod(Method):
     """A method with a momentum copy of the trunk and of its ``projection_head``."""
 
     projection_head: nn.Module
+    momentum: float
 
     def attach(self, trunk: nn.Module) -> None:
         self.trunk_momentum = copy.deepcopy(trunk)
         self.head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.trunk_momentum)
         deactivate_requires_grad(self.head_momentum)
+
+    def follow(self, trunk: nn.Module, progress: float) -> None:
+        """Move the momentum copies towards the trained networks; the momentum rises from
+        ``self.momentum`` to 1 along a cosine over the run."""
+        momentum = cosine_schedule(int(progress * 1000), 1000, self.momentum, 1.0)
+        update_momentum(trunk, self.trunk_momentum, momentum)
+        update_momentum(self.projection_head, self.head_momentum, momentum)
 
 
 class MoCoV2(MomentumMethod):
@@ -102,9 +110,7 @@ class MoCoV2(MomentumMethod):
             )
 
     def loss(self, trunk: nn.Module, views: list[torch.Tensor], progress: float) -> torch.Tensor:
-        momentum = cosine_schedule(int(progress * 1000), 1000, self.momentum, 1.0)
-        update_momentum(trunk, self.trunk_momentum, momentum)
-        update_momentum(self.projection_head, self.head_momentum, momentum)
+        self.follow(trunk, progress)
         query = self.projection_head(trunk(views[0]))
         with torch.no_grad():
             shuffled, order = batch_shuffle(views[1])
@@ -135,9 +141,7 @@ class BYOL(MomentumMethod):
         self.criterion = NegativeCosineSimilarity()
 
     def loss(self, trunk: nn.Module, views: list[torch.Tensor], progress: float) -> torch.Tensor:
-        momentum = cosine_schedule(int(progress * 1000), 1000, self.momentum, 1.0)
-        update_momentum(trunk, self.trunk_momentum, momentum)
-        update_momentum(self.projection_head, self.head_momentum, momentum)
+        self.follow(trunk, progress)
         online = [self.prediction_head(self.projection_head(trunk(v))) for v in views[:2]]
         with torch.no_grad():
             target = [self.head_momentum(self.trunk_momentum(v)) for v in views[:2]]
