@@ -184,3 +184,16 @@ def test_bf16_training_on_a_cpu_without_onednn_bf16_is_one_line(
         with pytest.raises(ConfigError, match=r"trainer\.precision=bf16-mixed on this CPU"):
             options.check_precision(cfg)
     options.check_precision(compose_config("train", ["trainer=cpu"], tmp_path, data_dir))
+
+
+def test_logger_none_leaves_out_the_callbacks_that_only_log(tmp_path: Path, data_dir: Path) -> None:
+    """Lightning refuses LearningRateMonitor without a logger: logger=none with the default
+    callbacks builds a trainer (without it), and with a logger it stays."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from covidxr.utils.runner import build_trainer
+
+    for logger, kept in (("none", False), ("csv", True)):
+        cfg = compose_config("train", [f"logger={logger}", "trainer=cpu"], tmp_path, data_dir)
+        callbacks = build_trainer(cfg).callbacks
+        assert any(isinstance(c, LearningRateMonitor) for c in callbacks) == kept, logger

@@ -20,11 +20,16 @@ from covidxr.utils import locks
 
 
 def run_cli(
-    args: list[str], data_dir: Path, cwd: Path, extra_env: dict[str, str] | None = None
+    args: list[str],
+    data_dir: Path,
+    cwd: Path,
+    extra_env: dict[str, str] | None = None,
+    command: str = "train",
 ) -> subprocess.CompletedProcess:
+    """``covidxr-<command> args`` in a subprocess, as a user runs it."""
     env = {**os.environ, "COVIDXR_DATA_DIR": str(data_dir), **(extra_env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "covidxr.cli.train", *args],
+        [sys.executable, "-m", f"covidxr.cli.{command}", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -150,3 +150,52 @@ def test_views_are_a_function_of_their_seed_and_byol_runs(phantoms, data_dir, tm
     assert (
         torch.isfinite(loss) and -1.0 <= float(loss.detach()) <= 1.0
     )  # negative cosine similarity
+
+
+@pytest.mark.slow
+def test_killed_or_preempted_pretraining_resumes_to_the_uninterrupted_trunk(
+    phantoms: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """kill -9 in epoch 2 of 3 then ckpt_path into a new folder, and SIGTERM in epoch 2 then the
+    same command (resume=auto): both end with the uninterrupted run's trunk, bit for bit (the
+    queue, the momentum encoder and the views' seeds all come back)."""
+    from test_multirun import run_cli
+
+    env = {"PYTHONPATH": str(Path(__file__).parent),
+           "COVIDXR_WEIGHTS_DIR": str(tmp_path / "weights")}  # fmt: skip
+    common = [*TINY, "trainer.max_epochs=3", f"data.root={phantoms}", "replace_weight=true"]
+    kill = ["+callbacks.kill._target_=fault_injection.KillDuring", "+callbacks.kill.epoch=1"]
+
+    def run(folder: str, *extra: str):
+        args = [*common, *extra, f"hydra.run.dir={tmp_path / folder}"]
+        return run_cli(args, data_dir, tmp_path, env, command="pretrain")
+
+    assert run("whole").returncode == 0
+    trunk = torch.load(tmp_path / "whole" / "trunk.pth", weights_only=True)
+
+    killed = run("killed", *kill)
+    assert killed.returncode == -9 and not (tmp_path / "killed" / "trunk.pth").exists()
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    resumed = run("resumed", f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    once = [*kill, "+callbacks.kill.signum=15", f"+callbacks.kill.once_file={tmp_path / 'once'}"]
+    first = run("preempted", *once, "resume=auto")
+    assert first.returncode == 143, first.stderr[-3000:]
+    again = run("preempted", *once, "resume=auto")
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    for folder in ("resumed", "preempted"):
+        state = torch.load(tmp_path / folder / "trunk.pth", weights_only=True)
+        assert state.keys() == trunk.keys()
+        assert all(torch.equal(state[k], trunk[k]) for k in trunk), folder
+
+
+def test_the_same_config_pretrains_the_same_trunk(phantoms: Path, data_dir: Path, tmp_path: Path):
+    """Heads, queue, views and steps all follow ``seed``: twice the same trunk, bit for bit."""
+    trunks = []
+    for run in ("a", "b"):
+        overrides = [*TINY, "trainer.max_epochs=1", f"data.root={phantoms}", f"name=same-{run}"]
+        pretrain(compose_config("pretrain", overrides, tmp_path / run, data_dir))
+        trunks.append(torch.load(tmp_path / run / "trunk.pth", weights_only=True))
+    assert all(torch.equal(trunks[0][k], trunks[1][k]) for k in trunks[0])

@@ -141,6 +141,8 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     check_pretrain(cfg)
     claim_this_folder(cfg)
     run = RunFolder(output_dir())
+    if cfg.get("seed") is not None:  # before the method: its heads and queue start random
+        L.seed_everything(cfg.seed, workers=True)
     method: Method = instantiate(cfg.ssl.method)
     name = str(cfg.name or f"{method.name}-{run.path.name}")
     check_free_name(name, run.path, bool(cfg.replace_weight))
@@ -148,8 +150,6 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
         log.info("resume=auto: %s finished already", run.path)
     else:
         resume_automatically(cfg)
-        if cfg.get("seed") is not None:
-            L.seed_everything(cfg.seed, workers=True)
         datamodule = build_data(cfg)
         method.check(len(datamodule.files), int(cfg.data.batch_size))  # before any compute
         model: SelfSupervised = instantiate(cfg.model, method=method, _convert_="object")

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -67,6 +67,11 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return instantiate_group(cfg, "logger")
 
 
+#: Callbacks that only write to loggers: without one (``logger=none``) they are left out, as
+#: Lightning refuses them there.
+LOGGER_ONLY_CALLBACKS = (LearningRateMonitor,)
+
+
 def build_trainer(cfg: DictConfig) -> Trainer:
     """The ``trainer`` config with the ``callbacks`` and ``logger`` groups' objects.
 
@@ -75,6 +80,12 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     """
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    if not loggers:
+        unheard = [c for c in callbacks if isinstance(c, LOGGER_ONLY_CALLBACKS)]
+        for callback in unheard:
+            name = type(callback).__name__
+            log.info("logger=none: %s left out (it writes only to loggers)", name)
+        callbacks = [c for c in callbacks if c not in unheard]
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     return instantiate(
         cfg.trainer,
