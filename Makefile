@@ -65,6 +65,7 @@ smoke: install ## CI smoke run: tiny training, test, then covidxr-eval must repr
 bench: install ## throughput benchmarks (figures, no assertions)
 	$(BIN)/covidxr-bench data
 	$(BIN)/covidxr-bench train
+	$(BIN)/covidxr-bench pretrain
 	$(BIN)/covidxr-bench predict --images 128 --output logs/bench_predict.json
 
 clean: ## remove caches and build files (keeps .venv, data/ and logs/)

@@ -91,9 +91,22 @@ def test_bench_data_prints_every_row(phantoms: Path, capsys) -> None:
     assert torch.get_num_threads() == threads
 
 
+def test_bench_pretrain_races_covidxr_against_the_plain_lightly_loop(capsys) -> None:
+    args = ["--image-size", "32", "--batch-size", "4", "--steps", "1", "--rounds", "1"]
+    assert bench.main(["pretrain", *args]) == 0
+    out = capsys.readouterr().out
+    for row in ("plain lightly + PyTorch loop", "covidxr-pretrain module", "ratio covidxr / plain"):
+        assert row in out
+
+
 @pytest.mark.parametrize(
     "argv",
-    [["predict", "--images", "0"], ["predict", "--workers", "-1"], ["train", "--steps", "x"]],
+    [
+        ["predict", "--images", "0"],
+        ["predict", "--workers", "-1"],
+        ["train", "--steps", "x"],
+        ["pretrain", "--batch-size", "1"],  # MoCo's loss needs another image in the batch
+    ],
 )
 def test_bench_options_out_of_range_are_one_line_and_exit_2(argv: list[str], capsys) -> None:
     from covidxr.cli.bench import main as bench_main

@@ -8,10 +8,11 @@ import itertools
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from lightning import Callback, Trainer
+from lightning import Callback, LightningModule, Trainer
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
@@ -23,7 +24,7 @@ from covidxr.utils.config import load_augmentations
 from covidxr.utils.env import real_data_dir
 
 
-class _StepTimer(Callback):
+class StepTimer(Callback):
     """Wall time from the start of batch ``warmup`` to the end of the last batch."""
 
     def __init__(self, warmup: int) -> None:
@@ -37,9 +38,10 @@ class _StepTimer(Callback):
         self.end = time.perf_counter()
 
 
-def _trainer_rate(batches: list, warmup: int) -> float:
-    model = XRayClassifier(optimizer=functools.partial(torch.optim.Adam, lr=1e-4))
-    timer = _StepTimer(warmup)
+def timed_fit(model: LightningModule, batches: list, warmup: int) -> float:
+    """Images/s of one Trainer epoch over preloaded ``(inputs, labels)`` batches, from batch
+    ``warmup`` on (no validation, logging or checkpoints)."""
+    timer = StepTimer(warmup)
     trainer = Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -51,8 +53,13 @@ def _trainer_rate(batches: list, warmup: int) -> float:
         callbacks=[timer],
     )
     trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
-    images = sum(x.shape[0] for x, _ in batches[warmup:])
+    images = sum(len(labels) for _, labels in batches[warmup:])
     return images / (timer.end - timer.start)
+
+
+def _trainer_rate(batches: list, warmup: int) -> float:
+    model = XRayClassifier(optimizer=functools.partial(torch.optim.Adam, lr=1e-4))
+    return timed_fit(model, batches, warmup)
 
 
 def train_step(
@@ -100,17 +107,40 @@ def bench_train(
         dm.setup()
         loader = DataLoader(dm.datasets["train"], batch_size=batch_size, drop_last=True)
         batches = [(x, y) for x, y, _ in itertools.islice(loader, steps + warmup)]
-    plain, lightning = [], []
-    for _ in range(rounds):  # interleaved, best of each: the fairest figure on a shared machine
-        plain.append(_plain_rate(batches, warmup))
-        lightning.append(_trainer_rate(batches, warmup))
-    table = Table(title=f"Training, {image_size} px, batch {batch_size}, {steps} timed steps")
+    race(
+        f"Training, {image_size} px, batch {batch_size}, {steps} timed steps",
+        {"plain PyTorch loop": _plain_rate, "Lightning Trainer (covidxr)": _trainer_rate},
+        batches,
+        warmup,
+        rounds,
+        "ratio Trainer / plain",
+        console,
+    )
+
+
+def race(
+    title: str,
+    contenders: dict[str, Callable[[list, int], float]],
+    batches: list,
+    warmup: int,
+    rounds: int,
+    ratio: str,
+    console: Console,
+) -> None:
+    """Print each contender's images/s over the same batches, interleaved for ``rounds`` (best of
+    each: the fairest figure on a shared machine), and the last one's ratio to the first."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, rate in contenders.items():
+            rates[name].append(rate(batches, warmup))
+    table = Table(title=title)
     table.add_column("images/s")
     table.add_column("best", justify="right")
     table.add_column("all rounds", justify="right")
-    for name, rates in (("plain PyTorch loop", plain), ("Lightning Trainer (covidxr)", lightning)):
-        table.add_row(name, f"{max(rates):.2f}", ", ".join(f"{r:.2f}" for r in rates))
-    table.add_row("ratio Trainer / plain", f"{max(lightning) / max(plain):.3f}", "", style="bold")
+    for name, figures in rates.items():
+        table.add_row(name, f"{max(figures):.2f}", ", ".join(f"{r:.2f}" for r in figures))
+    first, *_, last = (max(figures) for figures in rates.values())
+    table.add_row(ratio, f"{last / first:.3f}", "", style="bold")
     console.print(table)
     console.print(f"torch threads: {torch.get_num_threads()}")
 

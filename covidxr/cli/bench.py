@@ -3,7 +3,8 @@
 ``covidxr-bench data`` measures images/s of the input pipeline (decode + augment + collate) beside
 a torchvision ``ImageFolder`` + PIL baseline reading the same files, with 0 and 2 workers.
 ``covidxr-bench train`` measures training images/s through the Lightning Trainer beside a plain
-PyTorch loop on the same model, batches and threads. ``covidxr-bench gpu`` measures the GPU path:
+PyTorch loop on the same model, batches and threads; ``covidxr-bench pretrain`` does the same for
+MoCo v2 pretraining against lightly's plain loop. ``covidxr-bench gpu`` measures the GPU path:
 training images/s at 224 px in fp32, bf16 mixed precision, bf16 + channels_last and + compile,
 the share of step time spent waiting for data with 4/8/16 workers, and peak memory.
 ``covidxr-bench predict --ckpt <run>/checkpoints/best.ckpt`` measures inference images/s on the
@@ -24,6 +25,7 @@ from rich.console import Console
 
 from covidxr.benchmarks.inference import bench_predict
 from covidxr.benchmarks.pipeline import bench_data
+from covidxr.benchmarks.pretraining import bench_pretrain
 from covidxr.benchmarks.recipe import bench_recipe
 from covidxr.benchmarks.training import bench_gpu, bench_train
 from covidxr.data.loading.options import MIN_IMAGE_SIZE
@@ -57,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_train.add_argument("--batch-size", type=at_least(1), default=16)
     p_train.add_argument("--steps", type=at_least(1), default=12, help="timed steps per round (12)")
     p_train.add_argument("--rounds", type=at_least(1), default=2, help="interleaved rounds (2)")
+    p_pretrain = sub.add_parser("pretrain", help="MoCo v2 images/s against a plain lightly loop")
+    p_pretrain.add_argument("--image-size", type=at_least(MIN_IMAGE_SIZE), default=64)
+    p_pretrain.add_argument("--batch-size", type=at_least(2), default=32)
+    p_pretrain.add_argument("--steps", type=at_least(1), default=10, help="timed steps (10)")
+    p_pretrain.add_argument("--rounds", type=at_least(1), default=2, help="interleaved rounds (2)")
     p_gpu = sub.add_parser("gpu", help="GPU training images/s, data wait and memory (CUDA)")
     p_gpu.add_argument("--root", type=Path, default=None, help="real data for the loader rows")
     p_gpu.add_argument("--batch-size", type=at_least(1), default=256)
@@ -111,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.output,
             console,
         )
+        return 0
+    if args.command == "pretrain":
+        bench_pretrain(args.image_size, args.batch_size, args.steps, args.rounds, console)
         return 0
     if args.command == "gpu":
         return bench_gpu(args.root, args.batch_size, args.steps, console)
