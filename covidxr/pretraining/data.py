@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from covidxr.data.formats.decode import read_gray
 from covidxr.data.formats.layout import natural_key
 from covidxr.data.loading.sampling import EpochSampler
 from covidxr.data.loading.transforms import build_transform
-from covidxr.data.splitting.splits import seeded_order
+from covidxr.data.splitting.splits import SplitRow, read_split_rows, seeded_order
 from covidxr.inference.inputs import expand_inputs
 from covidxr.pretraining.views import XRayViews
 from covidxr.run_folder import RunFolder
@@ -37,25 +36,6 @@ from covidxr.utils.io import atomic_write
 log = logging.getLogger(__name__)
 #: The splits of a run that ``exclude_split`` keeps out of pretraining.
 HELD_OUT_SPLITS = ("val", "test")
-
-
-@dataclass(frozen=True)
-class SplitRow:
-    path: str  # relative to the run's data root, as split.csv records it
-    class_name: str
-    split: str
-
-
-def read_split_rows(path: str | os.PathLike, option: str) -> list[SplitRow]:
-    """The rows of a covidxr ``split.csv``; a missing or foreign file is one line."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"{option}={path} does not exist: give a run's split.csv.")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not {"path", "class", "split"} <= set(reader.fieldnames or ()):
-            raise DatasetError(f"{option}={path} is not a covidxr split.csv (path,class,split).")
-        return [SplitRow(r["path"], r["class"], r["split"]) for r in reader]
 
 
 def _matches(files: Sequence[Path], rows: Sequence[SplitRow]) -> dict[str, Path]:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from covidxr.data.loading.datamodule import RadiographyDataModule, run_split_file
+from covidxr.data.splitting.splits import read_split_rows
 from covidxr.models.metrics import point_metrics
 from covidxr.models.module import XRayClassifier
 from covidxr.models.predictions import Predictions
@@ -69,8 +70,8 @@ def shared_test_split(members: Sequence[Path]) -> Path:
     """The ``split.csv`` every member's run tested on; refuse members tested on other images."""
 
     def test_images(ckpt: Path) -> list[str]:
-        with run_split_file(ckpt).open(newline="") as fh:
-            return sorted(r["path"] for r in csv.DictReader(fh) if r["split"] == "test")
+        rows = read_split_rows(run_split_file(ckpt), "ensemble")
+        return sorted(row.path for row in rows if row.split == "test")
 
     first = test_images(members[0])
     for member in members[1:]:

@@ -33,6 +33,7 @@ from covidxr.data.splitting.groups import (
     group_values,
     pseudonym,
 )
+from covidxr.data.splitting.splits import read_split_rows
 from covidxr.utils.errors import DatasetError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write
@@ -223,15 +224,7 @@ def straddling_groups(
 
 def _split_of(split_file: Path, base: Path, rels: Iterable[str]) -> dict[str, str]:
     """Each image's split in ``split_file``, which must describe this dataset."""
-    import csv
-
-    with Path(split_file).open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not {"path", "split"} <= set(reader.fieldnames or ()):
-            raise DatasetError(
-                f"{split_file} is not a covidxr split file (no path, split columns)."
-            )
-        split_of = {row["path"]: row["split"] for row in reader}
+    split_of = {row.path: row.split for row in read_split_rows(split_file, "--split-file")}
     known = set(rels)
     foreign = [p for p in split_of if p not in known]
     if foreign:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from covidxr.data.formats.classes import normalize_class_name
 from covidxr.data.formats.layout import IMAGE_SUFFIXES, DatasetLayout, natural_key
-from covidxr.utils.errors import DatasetError
+from covidxr.utils.errors import DatasetError, MissingFileError
 from covidxr.utils.io import atomic_write
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -283,3 +283,24 @@ def read_split_csv(
     if twice:
         raise DatasetError(f"{path} lists {len(twice)} image(s) more than once, e.g. {twice[:3]}.")
     return {name: group for name, group in splits.items() if name in SPLITS or group}
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One line of a ``split.csv``, as the tools that only look a split up read it."""
+
+    path: str  # relative to the run's data root, as split.csv records it
+    class_name: str
+    split: str
+
+
+def read_split_rows(path: str | os.PathLike, option: str) -> list[SplitRow]:
+    """The rows of a covidxr ``split.csv``; a missing or foreign file is one line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"{option}={path} does not exist: give a run's split.csv.")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not {"path", "class", "split"} <= set(reader.fieldnames or ()):
+            raise DatasetError(f"{option}={path} is not a covidxr split.csv (path,class,split).")
+        return [SplitRow(r["path"], r["class"], r["split"]) for r in reader]
