@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from covidxr.data.formats.decode import read_gray
 from covidxr.data.formats.layout import natural_key
+from covidxr.data.loading.datamodule import loader
 from covidxr.data.loading.sampling import EpochSampler
 from covidxr.data.loading.transforms import build_transform
 from covidxr.data.splitting.splits import SplitRow, read_split_rows, seeded_order
@@ -247,17 +248,11 @@ class UnlabeledDataModule(LightningDataModule):
         sampler = EpochSampler(len(self.files), self.hparams.seed)
         sampler.set_epoch(epoch_in_progress(self.trainer))
         sampler.resume_from = self.resume_from
-        return self._loader(ViewsDataset(self.files, self.views), sampler=sampler, drop_last=True)
+        return loader(
+            ViewsDataset(self.files, self.views), self.hparams, sampler=sampler, drop_last=True
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.knn[name]) for name in ("bank", "queries") if name in self.knn]
-
-    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            **kwargs,
-        )
+        return [
+            loader(self.knn[name], self.hparams) for name in ("bank", "queries") if name in self.knn
+        ]

@@ -276,15 +276,20 @@ class RadiographyDataModule(LightningDataModule):
         return dataset
 
     def _loader(self, dataset: XRayDataset, **kwargs) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size,
-            num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory,
-            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            **kwargs,
-        )
+        return loader(dataset, self.hparams, **kwargs)
+
+
+def loader(dataset: Dataset, hparams: Mapping, **kwargs) -> DataLoader:
+    """A DataLoader with a data module's ``batch_size``, ``num_workers``, ``pin_memory`` (when it
+    has one) and ``persistent_workers`` (only where there are workers to keep)."""
+    return DataLoader(
+        dataset,
+        batch_size=hparams["batch_size"],
+        num_workers=hparams["num_workers"],
+        pin_memory=hparams.get("pin_memory", False),
+        persistent_workers=hparams["persistent_workers"] and hparams["num_workers"] > 0,
+        **kwargs,
+    )
 
 
 class SyntheticDataModule(RadiographyDataModule):
