@@ -106,6 +106,11 @@ class RunFolder:
         return self.path / "metrics.json"
 
     @property
+    def timings(self) -> Path:
+        """Seconds per phase of the job (index, fit and its epochs, test, report)."""
+        return self.path / "timings.json"
+
+    @property
     def failed(self) -> Path:
         """The error of a job that failed (sweeps go on)."""
         return self.path / "failed.json"

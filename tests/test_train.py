@@ -56,6 +56,17 @@ def test_metrics_json_has_every_stage_metric(smoke_run: Path) -> None:
     assert all(0.0 <= metrics[f"test/{m}"] <= 1.0 for m in METRIC_NAMES)
 
 
+def test_timings_say_where_the_jobs_time_went(smoke_run: Path) -> None:
+    """timings.json: every phase of the job, each nested one within its outer phase."""
+    phases = json.loads((smoke_run / "timings.json").read_text())
+    for name in ("index", "model", "fit", "fit/epoch 1", "fit/validation", "test", "report"):
+        assert phases[name] > 0, name
+    assert 0 < phases["fit/checkpoint writes"] + phases["fit/validation"] < phases["fit/epoch 1"]
+    assert phases["fit/epoch 1"] < phases["fit"]
+    assert 0 < phases["report/bootstrap"] < phases["report"]
+    assert sum(phases.get(f"index/{n}", 0) for n in ("pHash", "verify")) < phases["index"]
+
+
 def test_checkpoints_load_with_weights_only(smoke_run: Path) -> None:
     checkpoint = torch.load(smoke_run / "checkpoints/best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["class_names"] == ["COVID", "Normal"]

@@ -23,6 +23,7 @@ from covidxr.data.formats.layout import find_layout
 from covidxr.data.splitting.splits import seeded_order
 from covidxr.reporting.intervals import t_interval
 from covidxr.reporting.paired import auroc_interval
+from covidxr.run_folder import RunFolder
 from covidxr.utils.env import machine_record, real_data_dir
 
 #: The held-out images are picked with this seed, whatever the seeds of the runs.
@@ -82,7 +83,9 @@ def run_covidxr(
         work / f"eval-seed{seed}.log",
     )
     metrics = json.loads((scored / "metrics.json").read_text())
-    return {"auroc": metrics["external/auroc"], "acc": metrics["external/acc"], "seconds": seconds}
+    phases = json.loads(RunFolder(run).timings.read_text())
+    return {"auroc": metrics["external/auroc"], "acc": metrics["external/acc"], "seconds": seconds,
+            "phases": phases}  # fmt: skip
 
 
 def run_loop(dev: Path, held_out: Path, work: Path, seed: int, epochs: int, size: int) -> dict:
@@ -113,6 +116,26 @@ def earlier_loop(path: Path | None, epochs: int, size: int, held_out: int) -> di
                          f"with {budget[2]} held out: give the same --epochs, --image-size "
                          "and --held-out")  # fmt: skip
     return rows
+
+
+def time_breakdown(runs: Sequence[dict]) -> Table:
+    """Where covidxr's wall time goes, mean over its runs: each phase of ``timings.json`` (nested
+    ones indented) and what no phase covers (interpreter start, imports, Hydra, the trainer)."""
+    names = list(dict.fromkeys(name for run in runs for name in run["phases"]))
+    wall = float(np.mean([run["seconds"] for run in runs]))
+    table = Table(title=f"Where covidxr's time goes (mean of {len(runs)} runs, {wall:.0f} s wall)")
+    for column in ("phase", "s", "share"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+
+    def mean(name: str) -> float:
+        return float(np.mean([run["phases"].get(name, 0.0) for run in runs]))
+
+    outside = wall - sum(mean(name) for name in names if "/" not in name)
+    for name in names:
+        label = f"  {name.split('/', 1)[1]}" if "/" in name else name
+        table.add_row(label, f"{mean(name):.1f}", f"{mean(name) / wall:.0%}")
+    table.add_row("start-up, imports (no phase)", f"{outside:.1f}", f"{outside / wall:.0%}")
+    return table
 
 
 def bench_recipe(
@@ -159,6 +182,7 @@ def bench_recipe(
     interval = "" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
     console.print(f"AUROC covidxr - loop: {mean:+.3f}{interval} (paired t over {len(rows)} seeds); "
                   f"wall time covidxr / loop: {ratio:.2f}x", highlight=False)  # fmt: skip
+    console.print(time_breakdown([r["covidxr"] for r in rows]))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(summary, indent=1))
     return summary

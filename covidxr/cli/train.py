@@ -35,6 +35,7 @@ from covidxr.utils.runner import (
     route_ddp_children_to_this_job,
     task_wrapper,
 )
+from covidxr.utils.timing import STOPWATCH
 from covidxr.utils.validate import check_required
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def fit(
 ) -> tuple[dict[str, float], str]:
     """Fit; record what it ended with (``fit.json``), so a job stopped later tests without
     fitting again. ``(metrics, best checkpoint or "")``."""
-    fit_or_stop(trainer, model, datamodule, ckpt_path)
+    with STOPWATCH.phase("fit"):
+        fit_or_stop(trainer, model, datamodule, ckpt_path)
     metrics = to_floats(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if trainer.is_global_zero:
@@ -126,8 +128,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # Index, split and (data.verify) decode every image before a model is built or weights are
     # downloaded: bad data is named first. The Trainer's own setup() call reuses this index.
-    datamodule.setup("fit" if cfg.get("train", True) else "test")
-    model: L.LightningModule = instantiate(cfg.model, _convert_="object")
+    with STOPWATCH.phase("index"):
+        datamodule.setup("fit" if cfg.get("train", True) else "test")
+    with STOPWATCH.phase("model"):  # the weights read (downloaded, converted)
+        model: L.LightningModule = instantiate(cfg.model, _convert_="object")
     trainer = build_trainer(cfg)
     log_hyperparameters(cfg, model, trainer)
     if not cfg.get("train", True):

@@ -15,6 +15,7 @@ import random
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from covidxr.data.loading.sampling import derive_seed
 from covidxr.utils.compat import AtomicModelCheckpoint, batches_done_in_epoch, request_stop
 from covidxr.utils.io import atomic_path, partial_file
+from covidxr.utils.timing import STOPWATCH
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,30 @@ class StepSeed(Callback):
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
+
+
+class PhaseTimes(Callback):
+    """Each training epoch's wall time (its validation and checkpoints included) and validation's
+    total, in the job's stopwatch (``timings.json``; ``covidxr-bench recipe`` prints them)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started["epoch"] = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if "epoch" in self.started:
+            seconds = time.perf_counter() - self.started.pop("epoch")
+            STOPWATCH.add(f"fit/epoch {trainer.current_epoch + 1}", seconds)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started["validation"] = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if "validation" in self.started:
+            name = "fit/sanity check" if trainer.sanity_checking else "fit/validation"
+            STOPWATCH.add(name, time.perf_counter() - self.started.pop("validation"))
 
 
 class ResumableCheckpoint(AtomicModelCheckpoint):

@@ -34,6 +34,7 @@ from covidxr.run_folder import RunFolder
 from covidxr.utils.errors import ConfigError
 from covidxr.utils.figures import saved_figure
 from covidxr.utils.io import atomic_write, write_json
+from covidxr.utils.timing import STOPWATCH
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,8 @@ def report_predictions(
     record = model.test_predictions
     if record is None:
         return {}
-    values = record_metrics(record, model, stage)
+    with STOPWATCH.phase("report/bootstrap"):
+        values = record_metrics(record, model, stage)
     if trainer.is_global_zero:
         folder = RunFolder(Path(output_dir))
         reliability_diagram(record.probs, record.targets, folder.reliability(stage), stage=stage)
@@ -224,17 +226,21 @@ def test_and_report(
     metrics = to_floats(dict(extra_metrics))
     if test:
         model.test_predictions = None
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        with STOPWATCH.phase("test"):
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         stop_if_signalled(trainer)
         metrics |= to_floats(trainer.callback_metrics)
         samples = datamodule.datasets["test"].samples
-        metrics |= report_predictions(trainer, model, samples, output_dir, "test")
+        with STOPWATCH.phase("report"):
+            metrics |= report_predictions(trainer, model, samples, output_dir, "test")
     if trainer.is_global_zero:
         folder = RunFolder(Path(output_dir))
         stage = "test" if test else "val"
         matrix = model.confusion_matrices.get(stage)
-        if matrix is not None:
-            write_confusion_matrix(folder.confusion_matrix(stage), matrix, model.class_names)
+        with STOPWATCH.phase("report"):
+            if matrix is not None:
+                write_confusion_matrix(folder.confusion_matrix(stage), matrix, model.class_names)
+        write_json(folder.timings, dict(STOPWATCH.seconds))
         write_json(folder.metrics, dict(sorted(metrics.items())))  # last: the run is finished
         print_metrics(metrics, output_dir)
     return metrics

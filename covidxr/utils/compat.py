@@ -29,6 +29,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.strategies.launchers import subprocess_script
 
 from covidxr.utils.io import partial_file
+from covidxr.utils.timing import STOPWATCH
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -36,7 +37,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     a job killed while saving leaves the previous file whole."""
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        with partial_file(filepath) as partial:
+        with STOPWATCH.phase("fit/checkpoint writes"), partial_file(filepath) as partial:
             super()._save_checkpoint(trainer, str(partial))
             if trainer.is_global_zero:
                 os.replace(partial, filepath)

@@ -37,6 +37,7 @@ from covidxr.utils.errors import (
 )
 from covidxr.utils.io import read_json, write_json
 from covidxr.utils.signals import Stopped, stop_on_signals
+from covidxr.utils.timing import STOPWATCH
 from covidxr.utils.validate import check_option, one_of
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ def task_wrapper(task: Callable[[DictConfig], dict[str, float]]):
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> dict[str, float]:
+        STOPWATCH.reset()
         try:
             with isolated_job(), stop_on_signals(), forget_refused_start(job_folder()):
                 return task(cfg)

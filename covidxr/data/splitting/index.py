@@ -40,6 +40,7 @@ from covidxr.data.splitting.splits import (
     stratified_split,
 )
 from covidxr.utils.errors import DatasetError
+from covidxr.utils.timing import STOPWATCH
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
         samples = select_files(layout, spec.classes, spec.limit_per_class, spec.balance, spec.seed)
     dropped: list[tuple[str, str]] = []
     if spec.verify or spec.skip_corrupt:
-        bad = find_unreadable([layout.root / s.path for s in samples])
+        with STOPWATCH.phase("index/verify"):
+            bad = find_unreadable([layout.root / s.path for s in samples])
         dropped = sorted((layout.relative(p), r) for p, r in bad)
         if dropped and not spec.skip_corrupt:
             listed = "; ".join(f"{path} ({reason})" for path, reason in dropped[:20])
@@ -80,7 +82,8 @@ def build_index(root: str | os.PathLike, spec: SplitSpec | None = None) -> Datas
     else:
         kept = [s for s in samples if s.path not in skip]
         if spec.dedup != "off":
-            kept = group_duplicates(layout.root, kept, spec.dedup, spec.dedup_threshold)
+            with STOPWATCH.phase("index/pHash"):
+                kept = group_duplicates(layout.root, kept, spec.dedup, spec.dedup_threshold)
         if any(SPLIT_COLUMN in layout.columns.get(s.path, {}) for s in kept):
             splits = manifest_split(layout, kept)
         elif spec.group_key is not None:
