@@ -7,50 +7,65 @@ import copy
 import time
 
 import torch
+from hydra.utils import instantiate
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from covidxr.benchmarks.training import race, timed_fit
 from covidxr.data.loading.transforms import NormalizeToRGB
 from covidxr.models.backbone import NUM_FEATURES, resnet50_trunk
-from covidxr.pretraining.methods import MoCoV2
+from covidxr.paths import CONF_DIR
 from covidxr.pretraining.module import SelfSupervised
 from covidxr.weights.registry import IMAGENET_MEAN, IMAGENET_STD
-
-#: MoCo v2 as conf/ssl/moco_v2.yaml and conf/pretrain.yaml set it.
-QUEUE, TEMPERATURE, PROJECTION, HIDDEN, MOMENTUM, LR = 1024, 0.2, 128, 2048, 0.99, 0.06
 
 Batches = list[tuple[list[torch.Tensor], torch.Tensor]]
 
 
-def _sgd(params, lr: float = LR) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+def _configured() -> tuple[DictConfig, DictConfig]:
+    """covidxr-pretrain's MoCo v2 settings and its SGD, as conf/ set them: both sides use them."""
+    method = OmegaConf.load(CONF_DIR / "ssl" / "moco_v2.yaml").method
+    optimizer = OmegaConf.merge(
+        OmegaConf.load(CONF_DIR / "optimizer" / "sgd.yaml"),
+        OmegaConf.load(CONF_DIR / "pretrain.yaml").optimizer,
+    )
+    return method, optimizer
 
 
 def _trainer_rate(batches: Batches, warmup: int) -> float:
+    method, optimizer = _configured()
     backbone = {"key": "random", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    method = MoCoV2(TEMPERATURE, QUEUE, PROJECTION, HIDDEN, MOMENTUM)
-    return timed_fit(SelfSupervised(method, backbone, _sgd), batches, warmup)
+    module = SelfSupervised(instantiate(method), backbone, instantiate(optimizer))
+    return timed_fit(module, batches, warmup)
 
 
 def _plain_rate(batches: Batches, warmup: int) -> float:
     """lightly's MoCo example as a user writes it: trunk, projection head, momentum copies,
     NTXentLoss with a memory bank, SGD, the momentum on a cosine schedule."""
-    backbone, head = resnet50_trunk(), MoCoProjectionHead(NUM_FEATURES, HIDDEN, PROJECTION)
+    method, sgd = _configured()
+    backbone = resnet50_trunk()
+    head = MoCoProjectionHead(NUM_FEATURES, method.hidden_dim, method.projection_dim)
     backbone_momentum, head_momentum = copy.deepcopy(backbone), copy.deepcopy(head)
     deactivate_requires_grad(backbone_momentum)
     deactivate_requires_grad(head_momentum)
-    criterion = NTXentLoss(TEMPERATURE, memory_bank_size=(QUEUE, PROJECTION))
+    memory_bank = (method.queue_size, method.projection_dim)
+    criterion = NTXentLoss(method.temperature, memory_bank_size=memory_bank)
     normalize = NormalizeToRGB(IMAGENET_MEAN, IMAGENET_STD)
-    optimizer = _sgd([*backbone.parameters(), *head.parameters()])
+    optimizer = torch.optim.SGD(
+        [*backbone.parameters(), *head.parameters()],
+        lr=sgd.lr,
+        momentum=sgd.momentum,
+        nesterov=sgd.nesterov,
+        weight_decay=sgd.weight_decay,
+    )
     start = 0.0
     for step, (views, _) in enumerate(batches):
         if step == warmup:
             start = time.perf_counter()
-        momentum = cosine_schedule(step, len(batches), MOMENTUM, 1.0)
+        momentum = cosine_schedule(step, len(batches), method.momentum, 1.0)
         update_momentum(backbone, backbone_momentum, momentum)
         update_momentum(head, head_momentum, momentum)
         query = head(backbone(normalize(views[0])))
