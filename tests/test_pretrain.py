@@ -199,3 +199,15 @@ def test_the_same_config_pretrains_the_same_trunk(phantoms: Path, data_dir: Path
         pretrain(compose_config("pretrain", overrides, tmp_path / run, data_dir))
         trunks.append(torch.load(tmp_path / run / "trunk.pth", weights_only=True))
     assert all(torch.equal(trunks[0][k], trunks[1][k]) for k in trunks[0])
+
+
+def test_a_trunk_that_ended_at_the_uninformative_loss_is_called_collapsed(caplog) -> None:
+    """MoCo's InfoNCE over a queue of 1,024 is ln(1,025) = 6.93 when every image looks alike:
+    a run that ends there learned nothing, and says so; BYOL's loss cannot show it."""
+    from covidxr.cli.pretrain import collapsed
+    from covidxr.pretraining.methods import BYOL, MoCoV2
+
+    moco = MoCoV2(queue_size=1024, hidden_dim=32, projection_dim=8)
+    assert collapsed(moco, 6.927, "xray") and "local:xray collapsed" in caplog.text
+    assert not collapsed(moco, 5.4, "xray") and not collapsed(moco, None, "xray")
+    assert not collapsed(BYOL(hidden_dim=32, projection_dim=8), -0.99, "xray")

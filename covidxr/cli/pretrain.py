@@ -90,6 +90,27 @@ def start_record(backbone: DictConfig) -> dict[str, Any]:
     return {"start_weight": spec.key, "start_sha256": sha256, "licence": licence}
 
 
+#: A final loss within this share of the method's uninformative loss: the trunk learned nothing.
+COLLAPSE_MARGIN = 0.01
+
+
+def collapsed(method: Method, loss: float | None, name: str) -> bool:
+    """Whether pretraining ended where an embedding tells no image from another; says so."""
+    chance = method.uninformative_loss()
+    if chance is None or loss is None or loss < (1 - COLLAPSE_MARGIN) * chance:
+        return False
+    log.warning(
+        "train/loss ended at %.3f, the %.3f of an embedding that tells no image from another: "
+        "local:%s collapsed and learned nothing (its passport says collapsed: true). Pretrain on "
+        "more images or for more epochs, with a larger data.batch_size, or from "
+        "backbone=imagenet before fine-tuning from it.",
+        loss,
+        chance,
+        name,
+    )
+    return True
+
+
 def write_trunk(
     run: RunFolder, model: SelfSupervised, data: UnlabeledDataModule, trainer: L.Trainer,
     cfg: DictConfig, name: str,
@@ -114,6 +135,7 @@ def write_trunk(
         "std": list(cfg.backbone.std),
         **start_record(cfg.backbone),
         "knn_acc": metrics.get("val/knn_acc"),
+        "collapsed": collapsed(model.method, metrics.get("train/loss"), name),
         "sha256": file_digests(run.trunk)["sha256"],
         "run": str(run.path),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

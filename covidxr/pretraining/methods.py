@@ -11,6 +11,7 @@ continues with both.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
@@ -58,6 +59,11 @@ class Method(nn.Module):
     def settings(self) -> dict[str, object]:
         """What the passport records of this method."""
         return {}
+
+    def uninformative_loss(self) -> float | None:
+        """The loss of an embedding that tells no image from another (a collapsed trunk), for
+        methods whose loss shows it; None where it cannot (BYOL's trivial agreement)."""
+        return None
 
 
 class MomentumMethod(Method):
@@ -120,6 +126,10 @@ class MoCoV2(MomentumMethod):
     def settings(self) -> dict[str, object]:
         return {"temperature": self.temperature, "queue_size": self.queue_size,
                 "momentum": self.momentum}  # fmt: skip
+
+    def uninformative_loss(self) -> float:
+        """InfoNCE over the positive and ``queue_size`` negatives, all equally similar."""
+        return math.log(self.queue_size + 1)
 
 
 class BYOL(MomentumMethod):
