@@ -49,7 +49,7 @@ def test_callback_and_logger_configs_instantiate(
     for name in options(group):
         cfg = compose_config("train", [f"{group}={name}"], tmp_path, data_dir)
         build = instantiate_callbacks if group == "callbacks" else instantiate_loggers
-        always = {"step_seed", "preemption"} if group == "callbacks" else set()
+        always = {"step_seed", "preemption", "phase_times"} if group == "callbacks" else set()
         entries = {k: v for k, v in (cfg[group] or {}).items() if k not in always}
         objects = build(cfg[group])
         assert (len(entries) > 0) == (name != "none"), name
@@ -137,7 +137,7 @@ def test_debug_modes_compose(name: str, tmp_path: Path, data_dir: Path) -> None:
     assert cfg.data.num_workers == 0
     assert not cfg.get("logger")
     # no checkpoints, but the recipe's scheme and the per-epoch seeding stay
-    assert sorted(cfg.callbacks) == ["finetune", "preemption", "step_seed"]
+    assert sorted(cfg.callbacks) == ["finetune", "phase_times", "preemption", "step_seed"]
 
 
 def test_wandb_logger_brings_its_report_callback(tmp_path: Path, data_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -603,12 +604,14 @@ def test_int8_export_passes_the_gate_records_it_and_predicts_alike(
     # The smoke model's 4 test probabilities lie near 0.5, where int8 noise flips a label (1 of 4
     # with the current exporter's graph, 0 with the legacy one; on 216 images of a dev-set model
     # the two graphs agree with fp32 on 98.1% and 99.1% of labels, mean |dp| 0.016 both): the
-    # label limit is lowered here; the gate's refusal is tested below.
+    # label limit is lowered here, and on 4 images one swapped pair moves AUROC by 0.25 (the
+    # fixture's model ties, so its AUROC flips with the thread count); the refusal is tested below.
     overrides = [
         f"ckpt_path={run / 'checkpoints/best.ckpt'}",
         "quantize=int8",
         f"output={output}",
         "min_agreement=0.5",
+        "max_auroc_change=0.3",
     ]
     export_app.main(compose_config("export", overrides, tmp_path / "x", data_dir))
     record = json.loads(Path(f"{output}.json").read_text())
@@ -658,6 +661,10 @@ def test_checkpoints_run_in_the_fastest_form_that_passed_the_gate_here(
     from covidxr.utils.env import cpu_flags
 
     monkeypatch.setenv("COVIDXR_GATE_DIR", str(tmp_path / "gates"))
+    # The choice is tested, not the gate's limits: on the fixture's 4 test images, near 0.5, one
+    # swapped pair is an AUROC change of 0.25 (and depends on the thread count).
+    loose = gate.GateLimits(max_auroc_change=0.3, min_agreement=0.5)
+    monkeypatch.setattr(gate, "compare_forms", functools.partial(gate.compare_forms, limits=loose))
     ckpt = run / "checkpoints/best.ckpt"
     assert forms.checkpoint_predictor(ckpt, "fp32").form == "fp32"
     native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
