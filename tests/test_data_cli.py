@@ -136,6 +136,16 @@ def test_the_recipe_benchmark_holds_out_a_stratified_seeded_part(
     assert len(trained) + 5 == len(list((phantoms / "COVID" / "images").iterdir()))
 
 
+def test_the_time_breakdown_lists_each_phase_above_what_it_contains() -> None:
+    from covidxr.benchmarks.recipe import time_breakdown
+
+    phases = {"index/pHash": 1.0, "index": 2.0, "fit/epoch 1": 3.0, "fit": 4.0, "x/y": 0.5}
+    table = time_breakdown([{"seconds": 10.0, "phases": phases}])
+    labels = list(table.columns[0].cells)
+    assert labels == ["index", "  pHash", "fit", "  epoch 1", "  y", "start-up, imports (no phase)"]
+    assert list(table.columns[1].cells)[-1] == "4.0"  # 10 s less index and fit
+
+
 @pytest.mark.slow
 def test_the_recipe_benchmark_compares_both_on_the_held_out_images(
     phantoms: Path, tmp_path: Path, capsys

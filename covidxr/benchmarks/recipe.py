@@ -121,7 +121,10 @@ def earlier_loop(path: Path | None, epochs: int, size: int, held_out: int) -> di
 def time_breakdown(runs: Sequence[dict]) -> Table:
     """Where covidxr's wall time goes, mean over its runs: each phase of ``timings.json`` (nested
     ones indented) and what no phase covers (interpreter start, imports, Hydra, the trainer)."""
-    names = list(dict.fromkeys(name for run in runs for name in run["phases"]))
+    seen = list(dict.fromkeys(name for run in runs for name in run["phases"]))
+    outer = [name for name in seen if "/" not in name]
+    names = [n for top in outer for n in (top, *(n for n in seen if n.startswith(f"{top}/")))]
+    names += [name for name in seen if name not in names]  # nested in no recorded phase
     wall = float(np.mean([run["seconds"] for run in runs]))
     table = Table(title=f"Where covidxr's time goes (mean of {len(runs)} runs, {wall:.0f} s wall)")
     for column in ("phase", "s", "share"):
